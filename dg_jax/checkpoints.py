@@ -1,0 +1,59 @@
+"""Bundles of (config, params) on disk, and where the embedded default model lives.
+
+A bundle is a folder with `config.json` (which module and its config) and an orbax checkpoint
+`params/` of the module's parameters. Shipped bundles store float16 parameters (half the size;
+restored as float32) where that is accurate enough for inference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from flax import nnx
+
+EMBEDDED_DIR = pathlib.Path(__file__).parent / "assets"
+EMBEDDED_UNET = EMBEDDED_DIR / "synthfaces_unet"
+EMBEDDED_CLASSIFIER = EMBEDDED_DIR / "synthfaces_classifier"
+
+
+def save_bundle(path: str | os.PathLike, kind: str, config: dict, model: nnx.Module,
+                dtype: str = "float32", extra: dict | None = None) -> None:
+    """Writes config.json and params/ under `path` (which must not exist yet)."""
+    path = pathlib.Path(path).absolute()
+    if path.exists():
+        raise FileExistsError(f"refusing to overwrite existing bundle {path}")
+    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
+    path.mkdir(parents=True)
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(path / "params", params)
+    meta = {"kind": kind, "config": config, "param_dtype": dtype, **(extra or {})}
+    (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_bundle_config(path: str | os.PathLike) -> dict:
+    path = pathlib.Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no checkpoint bundle at {path} (config.json missing)")
+    return json.loads((path / "config.json").read_text())
+
+
+def load_params_into(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
+    """Restores params/ of a bundle into `model` (shapes must match exactly), as float32."""
+    path = pathlib.Path(path).absolute()
+    state = nnx.state(model, nnx.Param)
+    target = state.to_pure_dict()
+    meta = read_bundle_config(path)
+    stored = jax.tree.map(
+        lambda p: jax.ShapeDtypeStruct(p.shape, jnp.dtype(meta["param_dtype"])), target)
+    with ocp.StandardCheckpointer() as ckpt:
+        loaded = ckpt.restore(path / "params", stored)
+    loaded = jax.tree.map(lambda p, t: jnp.asarray(p, t.dtype), loaded, target)
+    nnx.replace_by_pure_dict(state, loaded)
+    nnx.update(model, state)
+    return model

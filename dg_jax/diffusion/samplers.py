@@ -1,0 +1,196 @@
+"""DDIM / DDPM steps, DDIM inversion and the compiled sampling loop (pure functions).
+
+Conventions: `alpha_bar` is the [T] cumulative product of (1 - beta); a step goes from timestep t
+to t_prev < t (t_prev = -1 means the clean end, alpha_bar_prev = 1). Model outputs are interpreted
+by `prediction_type` (epsilon, v_prediction or sample), as diffusers does.
+
+Randomness is per sample: `keys` is a [B] array of typed keys, and the noise of sample b at loop
+step i is normal(fold_in(keys[b], i)), so a sample's trajectory does not depend on its batch mates
+or on how the batch is split over devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# model_fn(x_t [B,H,W,C], t [B] int32, step_index scalar int32) -> (model_output [B,H,W,C], aux)
+ModelFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]]
+
+
+def sampling_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "trailing",
+                       steps_offset: int = 0) -> np.ndarray:
+    """Descending int32 timesteps [num_steps], spaced as diffusers' `timestep_spacing`.
+
+    leading:  0, r, 2r, ... reversed (+ steps_offset), r = T // num_steps   (DDIM paper, SD)
+    trailing: T-1, T-1-r', ... with r' = T / num_steps                     (starts at pure noise)
+    linspace: round(linspace(0, T-1, num_steps)) reversed
+    """
+    if not 1 <= num_steps <= num_train_timesteps:
+        raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
+    if spacing == "leading":
+        ts = np.arange(num_steps) * (num_train_timesteps // num_steps) + steps_offset
+    elif spacing == "trailing":
+        ts = np.round(np.arange(num_train_timesteps, 0, -num_train_timesteps / num_steps)) - 1
+        ts = ts[::-1]
+    elif spacing == "linspace":
+        ts = np.round(np.linspace(0, num_train_timesteps - 1, num_steps))
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; use leading, trailing or linspace")
+    return ts[::-1].astype(np.int32).copy()
+
+
+def previous_timesteps(timesteps: np.ndarray) -> np.ndarray:
+    """The t_prev of each step: the next timestep in the list, -1 after the last."""
+    return np.append(timesteps[1:], -1).astype(np.int32)
+
+
+def alpha_bar_at(alpha_bar: jax.Array, t: jax.Array) -> jax.Array:
+    """alpha_bar[t], with alpha_bar[-1] := 1 (the clean end)."""
+    return jnp.where(t >= 0, alpha_bar[jnp.maximum(t, 0)], 1.0)
+
+
+def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
+    a = jnp.asarray(a, x.dtype)
+    return a.reshape(a.shape + (1,) * (x.ndim - a.ndim)) if a.ndim else a
+
+
+def predict_x0_eps(model_output: jax.Array, x_t: jax.Array, alpha_bar_t: jax.Array,
+                   prediction_type: str = "epsilon") -> tuple[jax.Array, jax.Array]:
+    """(x0_hat, eps_hat) from the model output. alpha_bar_t: scalar or [B]."""
+    a = _bcast(alpha_bar_t, x_t)
+    sa, s1a = jnp.sqrt(a), jnp.sqrt(1 - a)
+    if prediction_type == "epsilon":
+        eps = model_output
+        x0 = (x_t - s1a * eps) / sa
+    elif prediction_type == "sample":
+        x0 = model_output
+        eps = (x_t - sa * x0) / s1a
+    elif prediction_type == "v_prediction":
+        x0 = sa * x_t - s1a * model_output
+        eps = sa * model_output + s1a * x_t
+    else:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    return x0, eps
+
+
+def _clip(x0: jax.Array, eps: jax.Array, x_t, a, clip_sample: float | None):
+    """Clips x0_hat to [-c, c] and recomputes eps so the step stays consistent (as diffusers)."""
+    if clip_sample is None:
+        return x0, eps
+    x0 = jnp.clip(x0, -clip_sample, clip_sample)
+    return x0, (x_t - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
+
+
+def ddim_step(x_t: jax.Array, model_output: jax.Array, alpha_bar_t: jax.Array,
+              alpha_bar_prev: jax.Array, noise: jax.Array | None = None, eta: float = 0.0,
+              prediction_type: str = "epsilon", clip_sample: float | None = None) -> jax.Array:
+    """One DDIM step x_t -> x_{t_prev} (Song et al. 2021, eq. 12).
+
+    sigma = eta * sqrt((1 - a_prev) / (1 - a_t)) * sqrt(1 - a_t / a_prev);
+    x_prev = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma^2) eps + sigma * noise.
+    eta = 0: deterministic; eta = 1: the DDPM posterior variance (the original code's setting).
+    """
+    a, a_prev = _bcast(alpha_bar_t, x_t), _bcast(alpha_bar_prev, x_t)
+    x0, eps = predict_x0_eps(model_output, x_t, alpha_bar_t, prediction_type)
+    x0, eps = _clip(x0, eps, x_t, a, clip_sample)
+    sigma = eta * jnp.sqrt((1 - a_prev) / (1 - a)) * jnp.sqrt(1 - a / a_prev)
+    x_prev = jnp.sqrt(a_prev) * x0 + jnp.sqrt(jnp.maximum(1 - a_prev - sigma**2, 0.0)) * eps
+    if noise is not None:
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+def ddpm_step(x_t: jax.Array, model_output: jax.Array, alpha_bar_t: jax.Array,
+              alpha_bar_prev: jax.Array, noise: jax.Array, prediction_type: str = "epsilon",
+              clip_sample: float | None = None) -> jax.Array:
+    """One ancestral step: a draw from the posterior q(x_{t_prev} | x_t, x0_hat).
+
+    With beta = 1 - a_t / a_prev: mean = sqrt(a_prev) beta / (1 - a_t) x0
+    + sqrt(1 - beta) (1 - a_prev) / (1 - a_t) x_t, variance = (1 - a_prev) / (1 - a_t) beta.
+    """
+    a, a_prev = _bcast(alpha_bar_t, x_t), _bcast(alpha_bar_prev, x_t)
+    x0, eps = predict_x0_eps(model_output, x_t, alpha_bar_t, prediction_type)
+    x0, _ = _clip(x0, eps, x_t, a, clip_sample)
+    beta = 1 - a / a_prev
+    mean = (jnp.sqrt(a_prev) * beta / (1 - a)) * x0 + (jnp.sqrt(1 - beta) * (1 - a_prev) / (1 - a)) * x_t
+    variance = jnp.maximum((1 - a_prev) / (1 - a) * beta, 1e-20)
+    return mean + jnp.sqrt(variance) * noise
+
+
+def ddim_invert_step(x_t: jax.Array, model_output: jax.Array, alpha_bar_t: jax.Array,
+                     alpha_bar_next: jax.Array, prediction_type: str = "epsilon") -> jax.Array:
+    """Deterministic DDIM step *up* the chain, x_t -> x_{t_next} (t_next > t), eta = 0."""
+    x0, eps = predict_x0_eps(model_output, x_t, alpha_bar_t, prediction_type)
+    a_next = _bcast(alpha_bar_next, x_t)
+    return jnp.sqrt(a_next) * x0 + jnp.sqrt(1 - a_next) * eps
+
+
+def per_sample_normal(keys: jax.Array, step: jax.Array, shape: tuple[int, ...],
+                      dtype=jnp.float32) -> jax.Array:
+    """keys: [B] -> noise [B, *shape], sample b from fold_in(keys[b], step)."""
+    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape, dtype))(keys)
+
+
+# Loop step index used to draw x_T, kept apart from the per-step noise indices 0..S-1.
+INITIAL_NOISE_STEP = 1 << 30
+
+
+def initial_noise(keys: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """x_T for each sample: keys [B] -> [B, *shape]."""
+    return per_sample_normal(keys, INITIAL_NOISE_STEP, shape)
+
+
+def sample(model_fn: ModelFn, x_T: jax.Array, keys: jax.Array, alpha_bar: jax.Array,
+           timesteps: np.ndarray, method: str = "ddim", eta: float = 0.0,
+           prediction_type: str = "epsilon", clip_sample: float | None = None):
+    """Runs the reverse process from x_T with lax.scan (traced once, whatever the step count).
+
+    x_T: [B, H, W, C]; keys: [B]; timesteps: descending [S] ints.
+    Returns (x_0 [B, H, W, C], aux stacked over steps: leaves [S, ...]).
+    """
+    if method not in ("ddim", "ddpm"):
+        raise ValueError(f"unknown sampling method {method!r}; use ddim or ddpm")
+    ts = jnp.asarray(timesteps, jnp.int32)
+    prev = jnp.asarray(previous_timesteps(np.asarray(timesteps)), jnp.int32)
+    stochastic = method == "ddpm" or eta > 0
+
+    def body(x, step):
+        i, t, t_prev = step
+        out, aux = model_fn(x, jnp.full((x.shape[0],), t), i)
+        a, a_prev = alpha_bar_at(alpha_bar, t), alpha_bar_at(alpha_bar, t_prev)
+        noise = per_sample_normal(keys, i, x.shape[1:], x.dtype) if stochastic else None
+        if method == "ddim":
+            x = ddim_step(x, out, a, a_prev, noise, eta, prediction_type, clip_sample)
+        else:
+            x = ddpm_step(x, out, a, a_prev, noise, prediction_type, clip_sample)
+        return x, aux
+
+    return jax.lax.scan(body, x_T, (jnp.arange(len(timesteps), dtype=jnp.int32), ts, prev))
+
+
+def invert(model_fn: ModelFn, x_0: jax.Array, alpha_bar: jax.Array, timesteps: np.ndarray,
+           prediction_type: str = "epsilon"):
+    """DDIM inversion x_0 -> x_{t_max} through every timestep of `timesteps` (descending, as
+    for `sample`), one step per timestep.
+
+    Step i goes from level t_{i-1} (t_{-1} = clean, alpha_bar = 1) to t_i, with the model evaluated
+    on the current x at the target timestep t_i (diffusers' DDIMInverseScheduler does the same), so
+    `aux` is recorded at exactly the timesteps sampling visits. Returns (x_T, aux stacked, [S, ...])
+    in ascending-timestep order.
+    """
+    up = jnp.asarray(np.asarray(timesteps)[::-1], jnp.int32)  # ascending
+    below = jnp.concatenate([jnp.array([-1], jnp.int32), up[:-1]])
+
+    def body(x, step):
+        i, t_from, t_to = step
+        out, aux = model_fn(x, jnp.full((x.shape[0],), t_to), i)
+        x_next = ddim_invert_step(x, out, alpha_bar_at(alpha_bar, t_from), alpha_bar[t_to],
+                                  prediction_type)
+        return x_next, aux
+
+    return jax.lax.scan(body, x_0, (jnp.arange(len(up), dtype=jnp.int32), below, up))

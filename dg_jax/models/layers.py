@@ -1,0 +1,156 @@
+"""UNet building blocks (Flax NNX, NHWC).
+
+Names of sub-modules follow diffusers' `UNet2DModel` (norm1, conv1, time_emb_proj, to_q, ...) so that
+weight conversion is a plain key map.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Dtype = jnp.dtype | None
+
+
+def timestep_embedding(
+    t: jax.Array, dim: int, flip_sin_to_cos: bool = True, freq_shift: float = 0.0,
+    max_period: float = 10000.0,
+) -> jax.Array:
+    """Sinusoidal embedding of (possibly fractional) timesteps.
+
+    t: [B] -> [B, dim]. Frequencies are exp(-log(max_period) * i / (dim/2 - freq_shift)).
+    """
+    half = dim // 2
+    exponent = -math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift)
+    angles = t.astype(jnp.float32)[:, None] * jnp.exp(exponent)[None, :]
+    sin, cos = jnp.sin(angles), jnp.cos(angles)
+    emb = jnp.concatenate([cos, sin] if flip_sin_to_cos else [sin, cos], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+    """x: [B, H, W, Cin], kernel: [k, k, Cin, Cout] -> [B, H', W', Cout], symmetric padding."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+class Conv(nnx.Module):
+    """Square conv with symmetric padding (PyTorch's, so converted weights match).
+
+    x: [B, H, W, cin] -> [B, H/stride, W/stride, cout]. Parameters: kernel [k, k, cin, cout], bias.
+    """
+
+    def __init__(self, cin: int, cout: int, size: int = 3, stride: int = 1, *, dtype: Dtype,
+                 rngs: nnx.Rngs):
+        self.stride, self.pad, self.dtype = stride, size // 2, dtype
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (size, size, cin, cout), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dtype = self.dtype or x.dtype
+        y = conv2d(x.astype(dtype), self.kernel[...].astype(dtype), self.stride, self.pad)
+        return y + self.bias[...].astype(dtype)
+
+
+class TimestepMLP(nnx.Module):
+    """Sinusoidal features -> Linear -> SiLU -> Linear.  t: [B] -> temb: [B, out_dim]."""
+
+    def __init__(self, dim: int, out_dim: int, flip_sin_to_cos: bool, freq_shift: float, *,
+                 dtype: Dtype, rngs: nnx.Rngs):
+        self.dim, self.flip_sin_to_cos, self.freq_shift = dim, flip_sin_to_cos, freq_shift
+        self.linear_1 = nnx.Linear(dim, out_dim, dtype=dtype, rngs=rngs)
+        self.linear_2 = nnx.Linear(out_dim, out_dim, dtype=dtype, rngs=rngs)
+
+    def __call__(self, t: jax.Array) -> jax.Array:
+        emb = timestep_embedding(t, self.dim, self.flip_sin_to_cos, self.freq_shift)
+        return self.linear_2(nnx.silu(self.linear_1(emb)))
+
+
+class ResBlock(nnx.Module):
+    """GroupNorm-SiLU-Conv twice, with the time embedding added (or as scale/shift) in between.
+
+    x: [B, H, W, cin], temb: [B, temb_dim] -> [B, H, W, cout].
+    """
+
+    def __init__(self, cin: int, cout: int, temb_dim: int, *, groups: int, eps: float,
+                 scale_shift: bool, output_scale: float, dtype: Dtype,
+                 rngs: nnx.Rngs):
+        self.scale_shift, self.output_scale = scale_shift, output_scale
+        self.norm1 = nnx.GroupNorm(cin, num_groups=groups, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.conv1 = Conv(cin, cout, dtype=dtype, rngs=rngs)
+        self.time_emb_proj = nnx.Linear(temb_dim, cout * (2 if scale_shift else 1), dtype=dtype,
+                                        rngs=rngs)
+        self.norm2 = nnx.GroupNorm(cout, num_groups=groups, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.conv2 = Conv(cout, cout, dtype=dtype, rngs=rngs)
+        self.conv_shortcut = (
+            Conv(cin, cout, 1, dtype=dtype, rngs=rngs) if cin != cout else None
+        )
+
+    def __call__(self, x: jax.Array, temb: jax.Array) -> jax.Array:
+        h = self.conv1(nnx.silu(self.norm1(x)))
+        emb = self.time_emb_proj(nnx.silu(temb))[:, None, None, :]
+        if self.scale_shift:
+            scale, shift = jnp.split(emb, 2, axis=-1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + emb)
+        h = self.conv2(nnx.silu(h))  # no dropout: inference, and our training uses none
+        skip = self.conv_shortcut(x) if self.conv_shortcut is not None else x
+        return (skip + h) / self.output_scale
+
+
+class Attention(nnx.Module):
+    """Pre-norm multi-head self-attention over all pixels, with a residual.
+
+    x: [B, H, W, C] -> [B, H, W, C].
+    """
+
+    def __init__(self, channels: int, head_dim: int | None, *, groups: int, eps: float,
+                 output_scale: float, dtype: Dtype, rngs: nnx.Rngs):
+        head_dim = head_dim or channels
+        if channels % head_dim:
+            raise ValueError(f"attention channels {channels} not divisible by head dim {head_dim}")
+        self.heads, self.output_scale = channels // head_dim, output_scale
+        self.group_norm = nnx.GroupNorm(channels, num_groups=groups, epsilon=eps, dtype=dtype,
+                                        rngs=rngs)
+        self.to_q = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
+        self.to_k = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
+        self.to_v = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
+        self.to_out = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, hh, ww, c = x.shape
+        tokens = self.group_norm(x).reshape(b, hh * ww, c)
+        split = lambda y: y.reshape(b, hh * ww, self.heads, c // self.heads)  # noqa: E731
+        q, k, v = split(self.to_q(tokens)), split(self.to_k(tokens)), split(self.to_v(tokens))
+        out = jax.nn.dot_product_attention(q, k, v).reshape(b, hh * ww, c)
+        return (self.to_out(out).reshape(b, hh, ww, c) + x) / self.output_scale
+
+
+class Downsample(nnx.Module):
+    """Stride-2 3x3 conv.  [B, H, W, C] -> [B, H/2, W/2, C]."""
+
+    def __init__(self, channels: int, *, dtype: Dtype, rngs: nnx.Rngs):
+        self.conv = Conv(channels, channels, stride=2, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.conv(x)
+
+
+class Upsample(nnx.Module):
+    """Nearest-neighbour x2, then a 3x3 conv.  [B, H, W, C] -> [B, 2H, 2W, C]."""
+
+    def __init__(self, channels: int, *, dtype: Dtype, rngs: nnx.Rngs):
+        self.conv = Conv(channels, channels, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        return self.conv(x)

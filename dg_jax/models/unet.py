@@ -1,0 +1,200 @@
+"""The UNet (ADM / diffusers UNet2DModel layout) with h-space access.
+
+h-space is the seam between `encode` and `decode`: `encode` runs the input conv, the down blocks and
+the middle block (ResBlock -> Attention -> ResBlock) and returns the middle block's output `h` with
+the encoder skips; `decode` runs the up blocks on a (possibly edited) `h` and the *unmodified* skips.
+`model(x, t) == model.decode(*model.encode(x, t))`, so guided sampling costs one UNet evaluation.
+
+    model = UNet(UNetConfig(), rngs=nnx.Rngs(0))
+    h, skips, temb = model.encode(x, t)      # x: [B, H, W, C], t: [B]
+    eps = model.decode(h + delta, skips, temb)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dg_jax.models.layers import Attention, Conv, Downsample, ResBlock, TimestepMLP, Upsample
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """Architecture; field names follow diffusers' UNet2DModel config where one exists."""
+
+    sample_size: int = 32
+    in_channels: int = 3
+    out_channels: int = 3
+    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    layers_per_block: int = 2
+    down_attention: tuple[bool, ...] = (False, False, True)  # per level, top to bottom
+    up_attention: tuple[bool, ...] | None = None  # per up level, bottom to top; None: mirror
+    mid_attention: bool = True
+    attention_head_dim: int | None = 32  # None: one head over all channels
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    resnet_time_scale_shift: str = "default"  # "default" (add) or "scale_shift"
+    flip_sin_to_cos: bool = True
+    freq_shift: float = 0.0
+    center_input_sample: bool = False
+    output_scale_factor: float = 1.0  # resnets and attention divide their output by this
+    prediction_type: str = "epsilon"  # what the output means: epsilon, v_prediction or sample
+    dtype: str = "float32"  # compute dtype ("bfloat16" for speed); parameters stay float32
+
+    def __post_init__(self):
+        levels = len(self.block_out_channels)
+        if len(self.down_attention) != levels:
+            raise ValueError(f"down_attention has {len(self.down_attention)} entries, need {levels}")
+        if self.up_attention is not None and len(self.up_attention) != levels:
+            raise ValueError(f"up_attention has {len(self.up_attention)} entries, need {levels}")
+        if self.resnet_time_scale_shift not in ("default", "scale_shift"):
+            raise ValueError(f"unsupported resnet_time_scale_shift {self.resnet_time_scale_shift!r}")
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+        for ch in self.block_out_channels:
+            if ch % self.norm_num_groups:
+                raise ValueError(f"channels {ch} not divisible by norm_num_groups "
+                                 f"{self.norm_num_groups}")
+        if self.sample_size % 2 ** (levels - 1):
+            raise ValueError(f"sample_size {self.sample_size} not divisible by 2^{levels - 1}")
+
+    @property
+    def up_attention_levels(self) -> tuple[bool, ...]:
+        return self.up_attention if self.up_attention is not None else self.down_attention[::-1]
+
+    @property
+    def h_shape(self) -> tuple[int, int, int]:
+        """Shape of one sample's h: (H, W, C) at the bottleneck."""
+        side = self.sample_size // 2 ** (len(self.block_out_channels) - 1)
+        return side, side, self.block_out_channels[-1]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UNetConfig:
+        d = dict(d)
+        for key in ("block_out_channels", "down_attention", "up_attention"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class Encoded(NamedTuple):
+    """What `encode` returns: h [B, h, w, C], skips (tuple of [B, H_i, W_i, C_i]), temb [B, D]."""
+
+    h: jax.Array
+    skips: tuple[jax.Array, ...]
+    temb: jax.Array
+
+
+class DownLevel(nnx.Module):
+    def __init__(self, resnets, attentions, downsampler):
+        self.resnets = nnx.List(resnets)
+        self.attentions = nnx.List(attentions) if attentions else None
+        self.downsampler = downsampler
+
+
+class UpLevel(nnx.Module):
+    def __init__(self, resnets, attentions, upsampler):
+        self.resnets = nnx.List(resnets)
+        self.attentions = nnx.List(attentions) if attentions else None
+        self.upsampler = upsampler
+
+
+class UNet(nnx.Module):
+    """Noise-prediction UNet. x: [B, H, W, in_channels], t: [B] -> [B, H, W, out_channels]."""
+
+    def __init__(self, config: UNetConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        c = config
+        dtype = jnp.dtype(c.dtype)
+        chans = c.block_out_channels
+        temb_dim = chans[0] * 4
+        res = dict(groups=c.norm_num_groups, eps=c.norm_eps,
+                   scale_shift=c.resnet_time_scale_shift == "scale_shift",
+                   output_scale=c.output_scale_factor, dtype=dtype, rngs=rngs)
+        attn = dict(groups=c.norm_num_groups, eps=c.norm_eps, output_scale=c.output_scale_factor,
+                    dtype=dtype, rngs=rngs)
+
+        self.time_embedding = TimestepMLP(chans[0], temb_dim, c.flip_sin_to_cos, c.freq_shift,
+                                          dtype=dtype, rngs=rngs)
+        self.conv_in = Conv(c.in_channels, chans[0], dtype=dtype, rngs=rngs)
+
+        skip_channels = [chans[0]]
+        down, cin = [], chans[0]
+        for level, cout in enumerate(chans):
+            last = level == len(chans) - 1
+            resnets, attentions = [], []
+            for _ in range(c.layers_per_block):
+                resnets.append(ResBlock(cin, cout, temb_dim, **res))
+                if c.down_attention[level]:
+                    attentions.append(Attention(cout, c.attention_head_dim, **attn))
+                skip_channels.append(cout)
+                cin = cout
+            downsampler = None if last else Downsample(cout, dtype=dtype, rngs=rngs)
+            if not last:
+                skip_channels.append(cout)
+            down.append(DownLevel(resnets, attentions, downsampler))
+        self.down_blocks = nnx.List(down)
+
+        self.mid_resnet_1 = ResBlock(cin, cin, temb_dim, **res)
+        self.mid_attention = Attention(cin, c.attention_head_dim, **attn) if c.mid_attention else None
+        self.mid_resnet_2 = ResBlock(cin, cin, temb_dim, **res)
+
+        up = []
+        for i, cout in enumerate(reversed(chans)):
+            last = i == len(chans) - 1
+            resnets, attentions = [], []
+            for _ in range(c.layers_per_block + 1):
+                resnets.append(ResBlock(cin + skip_channels.pop(), cout, temb_dim, **res))
+                if c.up_attention_levels[i]:
+                    attentions.append(Attention(cout, c.attention_head_dim, **attn))
+                cin = cout
+            up.append(UpLevel(resnets, attentions, None if last else Upsample(cout, dtype=dtype,
+                                                                              rngs=rngs)))
+        self.up_blocks = nnx.List(up)
+
+        self.conv_norm_out = nnx.GroupNorm(cin, num_groups=c.norm_num_groups, epsilon=c.norm_eps,
+                                           dtype=dtype, rngs=rngs)
+        self.conv_out = Conv(cin, c.out_channels, dtype=dtype, rngs=rngs)
+
+    def encode(self, x: jax.Array, t: jax.Array) -> Encoded:
+        """x: [B, H, W, C_in], t: [B] (or scalar) -> Encoded(h, skips, temb)."""
+        t = jnp.broadcast_to(jnp.asarray(t), (x.shape[0],))
+        if self.config.center_input_sample:
+            x = 2 * x - 1
+        temb = self.time_embedding(t)
+        x = self.conv_in(x)
+        skips = [x]
+        for level in self.down_blocks:
+            for j, resnet in enumerate(level.resnets):
+                x = resnet(x, temb)
+                if level.attentions is not None:
+                    x = level.attentions[j](x)
+                skips.append(x)
+            if level.downsampler is not None:
+                x = level.downsampler(x)
+                skips.append(x)
+        x = self.mid_resnet_1(x, temb)
+        if self.mid_attention is not None:
+            x = self.mid_attention(x)
+        h = self.mid_resnet_2(x, temb)
+        return Encoded(h, tuple(skips), temb)
+
+    def decode(self, h: jax.Array, skips: tuple[jax.Array, ...], temb: jax.Array) -> jax.Array:
+        """h: [B, h, w, C] (edited or not), skips and temb from `encode` -> [B, H, W, C_out]."""
+        x, skips = h.astype(temb.dtype), list(skips)
+        for level in self.up_blocks:
+            for j, resnet in enumerate(level.resnets):
+                x = resnet(jnp.concatenate([x, skips.pop()], axis=-1), temb)
+                if level.attentions is not None:
+                    x = level.attentions[j](x)
+            if level.upsampler is not None:
+                x = level.upsampler(x)
+        x = self.conv_out(nnx.silu(self.conv_norm_out(x)))
+        return x.astype(jnp.float32)
+
+    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
+        return self.decode(*self.encode(x, t))

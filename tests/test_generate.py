@@ -1,0 +1,87 @@
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from dg_jax import checkpoints
+from dg_jax.data import generated
+from dg_jax.errors import ConfigMismatchError
+from dg_jax.generation import GenerateConfig, SamplerConfig, run
+from dg_jax.models.classifier import AttributeClassifier
+from dg_jax.models.unet import UNet
+from helpers import TINY_CLASSIFIER, TINY_UNET
+from sample import generate as cli
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    checkpoints.save_bundle(root / "unet", "unet", TINY_UNET.__dict__,
+                            UNet(TINY_UNET, rngs=nnx.Rngs(0)), dtype="float16")
+    checkpoints.save_bundle(root / "clf", "classifier",
+                            {"attributes": TINY_CLASSIFIER.attributes,
+                             "channels": TINY_CLASSIFIER.channels, "groups": TINY_CLASSIFIER.groups},
+                            AttributeClassifier(TINY_CLASSIFIER, rngs=nnx.Rngs(0)))
+    return root
+
+
+def config(bundles, out, **kw):
+    base = dict(out=str(out), num_images=10, seed=7, batch_size=4, shard_size=6,
+                model=str(bundles / "unet"), classifier=str(bundles / "clf"),
+                sampler=SamplerConfig(num_steps=3))
+    return GenerateConfig(**{**base, **kw})
+
+
+def test_generate_writes_readable_deterministic_shards(bundles, tmp_path):
+    manifest = run(config(bundles, tmp_path / "a", png=True))
+    data = generated.read_generated(tmp_path / "a")
+    assert len(generated.shard_files(tmp_path / "a")) == 2
+    assert data["image"].shape == (10, 8, 8, 3) and data["image"].dtype == np.uint8
+    np.testing.assert_array_equal(data["index"], np.arange(10))
+    assert data["index"].dtype == np.int64 and data["label_skin"].dtype == np.int32
+    assert data["prob_skin"].shape == (10, 3)
+    np.testing.assert_allclose(data["prob_skin"].sum(-1), 1, atol=1e-5)
+    assert manifest["num_images"] == 10 and sum(manifest["counts"]["hair"]) == 10
+    on_disk = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert on_disk["shares"] == manifest["shares"]
+    assert len(list((tmp_path / "a" / "png").glob("*.png"))) == 10
+    # Same config and seed elsewhere, other batch size: the same images.
+    run(config(bundles, tmp_path / "b", batch_size=5))
+    other = generated.read_generated(tmp_path / "b")
+    np.testing.assert_allclose(other["image"].astype(int), data["image"].astype(int), atol=1)
+    # Another seed: other images.
+    run(config(bundles, tmp_path / "c", seed=8))
+    assert not np.array_equal(generated.read_generated(tmp_path / "c")["image"], data["image"])
+
+
+def test_rerun_skips_finished_shards_and_refuses_other_configs(bundles, tmp_path):
+    out = tmp_path / "d"
+    run(config(bundles, out))
+    first = generated.shard_path(out, 0).read_bytes()
+    generated.shard_path(out, 1).unlink()  # as if interrupted before the last shard
+    manifest = run(config(bundles, out))
+    assert manifest["last_run"]["generated"] == 4 and manifest["num_images"] == 10
+    assert generated.shard_path(out, 0).read_bytes() == first
+    with pytest.raises(ConfigMismatchError, match="another config"):
+        run(config(bundles, out, seed=99))
+    assert generated.shard_path(out, 0).read_bytes() == first
+
+
+def test_cli_errors_are_one_line_and_exit_2(bundles, tmp_path, capsys):
+    assert cli.main(["--out", str(tmp_path / "x"), "--num-images", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --num-images must be positive"
+    assert cli.main(["--out", str(tmp_path / "y"), "--model", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no checkpoint bundle") and "\n" not in err
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "notes.txt").write_text("keep me")
+    assert cli.main(["--out", str(tmp_path / "z"), "--model", str(bundles / "unet"),
+                     "--classifier", str(bundles / "clf")]) == 2
+    assert "not a dg-jax output" in capsys.readouterr().err
+    assert (tmp_path / "z" / "notes.txt").read_text() == "keep me"
+
+
+def test_reader_reports_missing_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no generated shards"):
+        generated.read_generated(tmp_path)
