@@ -21,10 +21,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from dg_jax.data import generated
-from dg_jax.errors import ConfigMismatchError, UserError
 from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.diffusion import samplers
 from dg_jax.diffusion.schedules import ScheduleConfig, alphas_cumprod
+from dg_jax.errors import ConfigMismatchError, UserError
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.loading import load_classifier, load_unet
 from dg_jax.models.unet import UNet
@@ -36,6 +36,7 @@ class SamplerConfig:
     spacing: str = "trailing"  # leading | trailing | linspace (diffusers' timestep_spacing)
     method: str = "ddim"  # ddim | ddpm
     eta: float = 0.0  # DDIM noise: 0 deterministic, 1 as the original code
+    clip_sample: float | None = 1.0  # clip x0_hat to [-c, c] each step (None: off, as the paper)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,7 @@ def make_sampler(model: UNet, schedule: ScheduleConfig, config: SamplerConfig):
         unet = nnx.merge(graphdef, state)
         x_T = samplers.initial_noise(keys, shape)
         x0, _ = samplers.sample(lambda x, t, i: (unet(x, t), None), x_T, keys, alpha_bar, ts,
-                                config.method, config.eta, c.prediction_type)
+                                config.method, config.eta, c.prediction_type, config.clip_sample)
         return jnp.clip(x0, -1, 1)
 
     return lambda keys: sample(state, keys)

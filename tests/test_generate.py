@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import TINY_CLASSIFIER, TINY_UNET
 
 from dg_jax import checkpoints
 from dg_jax.data import generated
@@ -10,7 +11,6 @@ from dg_jax.errors import ConfigMismatchError
 from dg_jax.generation import GenerateConfig, SamplerConfig, run
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.unet import UNet
-from helpers import TINY_CLASSIFIER, TINY_UNET
 from sample import generate as cli
 
 
@@ -85,3 +85,13 @@ def test_cli_errors_are_one_line_and_exit_2(bundles, tmp_path, capsys):
 def test_reader_reports_missing_data(tmp_path):
     with pytest.raises(FileNotFoundError, match="no generated shards"):
         generated.read_generated(tmp_path)
+
+
+def test_embedded_default_generates_labelled_faces(tmp_path):
+    # The shipped UNet and classifier load and run end to end through the CLI (few steps).
+    assert cli.main(["--out", str(tmp_path), "--num-images", "3", "--batch-size", "3",
+                     "--steps", "2"]) == 0
+    data = generated.read_generated(tmp_path)
+    assert data["image"].shape == (3, 32, 32, 3)
+    assert set(k for k in data if k.startswith("label_")) == {
+        "label_hair", "label_glasses", "label_skin", "label_smile"}

@@ -67,24 +67,31 @@ def test_prediction_types_agree():
         np.testing.assert_allclose(got_eps, eps, atol=1e-5)
 
 
+def _scheduler_case(ref, num_steps, seed):
+    """Our schedule, random NCHW inputs (x_t, model output, noise) and trailing timesteps."""
+    ref.set_timesteps(num_steps)
+    rng = np.random.default_rng(seed)
+    x, out, noise = (rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(3))
+    ts = samplers.sampling_timesteps(1000, num_steps, "trailing")
+    return alphas_cumprod(ScheduleConfig()), x, out, noise, ts, samplers.previous_timesteps(ts)
+
+
 @pytest.mark.parametrize("eta", [0.0, 1.0])
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
-def test_ddim_step_matches_diffusers(eta, prediction_type):
+@pytest.mark.parametrize("prediction_type, clip", [("epsilon", None), ("epsilon", 1.0),
+                                                   ("v_prediction", None), ("sample", None)])
+def test_ddim_step_matches_diffusers(eta, prediction_type, clip):
     diffusers = pytest.importorskip("diffusers")
     torch = pytest.importorskip("torch")
     ref = diffusers.DDIMScheduler(num_train_timesteps=1000, prediction_type=prediction_type,
-                                  clip_sample=False, timestep_spacing="trailing")
-    ref.set_timesteps(20)
-    ab = alphas_cumprod(ScheduleConfig())
-    rng = np.random.default_rng(0)
-    x, out, noise = (rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(3))
-    ts = samplers.sampling_timesteps(1000, 20, "trailing")
-    prev = samplers.previous_timesteps(ts)
+                                  clip_sample=clip is not None, clip_sample_range=clip or 1.0,
+                                  timestep_spacing="trailing")
+    ab, x, out, noise, ts, prev = _scheduler_case(ref, 20, seed=0)
     for t, t_prev in zip(ts[[0, 7, -1]], prev[[0, 7, -1]]):
         want = ref.step(torch.tensor(out), int(t), torch.tensor(x), eta=eta,
                         variance_noise=torch.tensor(noise)).prev_sample.numpy()
         got = samplers.ddim_step(x, out, samplers.alpha_bar_at(ab, t),
-                                 samplers.alpha_bar_at(ab, t_prev), noise, eta, prediction_type)
+                                 samplers.alpha_bar_at(ab, t_prev), noise, eta, prediction_type,
+                                 clip)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
@@ -93,12 +100,7 @@ def test_ddpm_step_matches_diffusers():
     torch = pytest.importorskip("torch")
     ref = diffusers.DDPMScheduler(num_train_timesteps=1000, clip_sample=False,
                                   timestep_spacing="trailing")
-    ref.set_timesteps(25)
-    ab = alphas_cumprod(ScheduleConfig())
-    rng = np.random.default_rng(1)
-    x, out, noise = (rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(3))
-    ts = samplers.sampling_timesteps(1000, 25, "trailing")
-    prev = samplers.previous_timesteps(ts)
+    ab, x, out, _, ts, prev = _scheduler_case(ref, 25, seed=1)
     for i in (0, 10, 23):
         gen = torch.Generator().manual_seed(0)
         want_mean = ref.step(torch.tensor(out), int(ts[i]), torch.tensor(x), generator=gen)

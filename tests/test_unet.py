@@ -3,9 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import TINY_UNET
 
 from dg_jax.models.unet import UNet, UNetConfig
-from helpers import TINY_UNET
 
 
 @pytest.fixture(scope="module")

@@ -103,8 +103,9 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
     return step, restored["state"]
 
 
-# Fields that may change when a run is resumed (how long to run, how often to save, ...).
-RESUMABLE_FIELDS = {"steps", "save_every", "log_every", "workdir", "export"}
+# Fields that may change when a run is resumed (how long to run, how often to save, what to
+# export; init_from only matters for a fresh start).
+RESUMABLE_FIELDS = {"steps", "save_every", "log_every", "workdir", "export", "init_from"}
 
 
 def config_dict(config) -> dict:
@@ -123,7 +124,11 @@ def fit(config, state, train_step: Callable, get_batch: Callable[[np.ndarray], o
     print(f"config: {config_dict(config)}", flush=True)
     mesh = data_mesh()
     manager = checkpoint_manager(config.workdir)
-    start, restored = restore_latest(manager, jax.eval_shape(lambda: state), config)
+    replicated = NamedSharding(mesh, P())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                            jax.eval_shape(lambda: state))
+    # Restored onto this run's devices, whatever the device count of the run that saved it.
+    start, restored = restore_latest(manager, abstract, config)
     if restored is not None:
         state = restored
         print(f"resumed from step {start}", flush=True)

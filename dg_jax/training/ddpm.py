@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -44,6 +45,7 @@ class DDPMTrainConfig:
     save_every: int = 250
     log_every: int = 25
     export: str = ""  # after the last step, write the EMA weights as a float16 bundle here
+    init_from: str = ""  # start (not resume) from a UNet bundle's weights, e.g. to train further
 
 
 def ddpm_loss(model: UNet, x0: jax.Array, t: jax.Array, noise: jax.Array,
@@ -84,6 +86,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
 def train(config: DDPMTrainConfig) -> UNet:
     """Trains (or resumes) and returns the EMA model; exports it when config.export is set."""
     model = UNet(config.unet, rngs=nnx.Rngs(config.seed))
+    if config.init_from:
+        checkpoints.load_params_into(config.init_from, model)
     graphdef, params = nnx.split(model, nnx.Param)
     optimizer = make_optimizer(config)
     state = dict(params=params, ema=params, opt=optimizer.init(params), step=jnp.zeros((), jnp.int32))
