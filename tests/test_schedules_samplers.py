@@ -87,7 +87,9 @@ def test_ddim_step_matches_diffusers(eta, prediction_type, clip):
                                   timestep_spacing="trailing")
     ab, x, out, noise, ts, prev = _scheduler_case(ref, 20, seed=0)
     for t, t_prev in zip(ts[[0, 7, -1]], prev[[0, 7, -1]]):
+        # With clipping we recompute eps from the clipped x0 (as guided-diffusion's DDIM does).
         want = ref.step(torch.tensor(out), int(t), torch.tensor(x), eta=eta,
+                        use_clipped_model_output=True,
                         variance_noise=torch.tensor(noise)).prev_sample.numpy()
         got = samplers.ddim_step(x, out, samplers.alpha_bar_at(ab, t),
                                  samplers.alpha_bar_at(ab, t_prev), noise, eta, prediction_type,

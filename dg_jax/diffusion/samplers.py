@@ -79,7 +79,8 @@ def predict_x0_eps(model_output: jax.Array, x_t: jax.Array, alpha_bar_t: jax.Arr
 
 
 def _clip(x0: jax.Array, eps: jax.Array, x_t, a, clip_sample: float | None):
-    """Clips x0_hat to [-c, c] and recomputes eps so the step stays consistent (as diffusers)."""
+    """Clips x0_hat to [-c, c] and recomputes eps from it, so the step stays consistent (as
+    guided-diffusion; diffusers with use_clipped_model_output=True)."""
     if clip_sample is None:
         return x0, eps
     x0 = jnp.clip(x0, -clip_sample, clip_sample)
