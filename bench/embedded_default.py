@@ -25,7 +25,7 @@ def main():
     p.add_argument("--num-images", type=int, default=1024)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--eta", type=float, default=0.0)
+    p.add_argument("--eta", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="")
     p.add_argument("--grid", default="", help="write an 8x8 sample grid PNG here")

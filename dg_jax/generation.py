@@ -35,7 +35,7 @@ class SamplerConfig:
     num_steps: int = 50
     spacing: str = "trailing"  # leading | trailing | linspace (diffusers' timestep_spacing)
     method: str = "ddim"  # ddim | ddpm
-    eta: float = 0.0  # DDIM noise: 0 deterministic, 1 as the original code
+    eta: float = 1.0  # DDIM noise: 1 as the original code (better rates here), 0 deterministic
     clip_sample: float | None = 1.0  # clip x0_hat to [-c, c] each step (None: off, as the paper)
 
 
