@@ -27,7 +27,8 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--steps", type=int, default=50, help="sampling steps")
     p.add_argument("--spacing", default="trailing", choices=["leading", "trailing", "linspace"])
     p.add_argument("--method", dest="sampler_method", default="ddim", choices=["ddim", "ddpm"])
-    p.add_argument("--eta", type=float, default=1.0, help="DDIM noise (1: as the original code; 0: deterministic)")
+    p.add_argument("--eta", type=float, default=1.0,
+                   help="DDIM noise (1: as the original code; 0: deterministic)")
     p.add_argument("--clip-sample", type=float, default=1.0,
                    help="clip x0_hat to [-c, c] each step; 0 turns clipping off (as the paper)")
     p.add_argument("--png", action="store_true", help="also write OUT/png/<index>.png")

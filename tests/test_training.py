@@ -41,7 +41,7 @@ def test_classifier_training_learns_and_exports(tmp_path):
                                    export=str(tmp_path / "bundle"))
     _, acc = train_classifier(config)
     # A 100-step tiny CNN is far from the shipped one, but clearly better than chance (1/3) on skin.
-    assert acc["skin"] > 0.5
+    assert acc["skin"] > 0.6
     assert (tmp_path / "bundle" / "config.json").is_file()
 
 
