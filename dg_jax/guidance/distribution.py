@@ -1,0 +1,105 @@
+"""Batch distributions and the distribution-guided h update (pure functions).
+
+For a batch of N samples with per-attribute class probabilities from the predictor,
+p_hat = mean_i softmax(logits_i / tau); the loss sum_targets L(p_hat, p_ref) is differentiated
+w.r.t. h only (through the predictor, never through the UNet) and h' = h - s_t * N * dL/dh.
+
+Why the factor N: p_hat is a mean, so dL/dh_i carries a 1/N. Multiplying it back makes the push
+on each sample depend on how far p_hat is from p_ref, not on the batch size, so one `scale`
+works at batch 16 and at batch 4096 (the original code's scale had to be retuned per batch size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from dg_jax.guidance.losses import LOSSES
+from dg_jax.guidance.targets import Target
+
+# h [B, ...] -> attribute -> logits [B, K]
+Predictor = Callable[[jax.Array], dict[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidanceConfig:
+    loss: str = "chi_square"  # chi_square | kl | l2
+    scale: float = 1.0  # per-sample step size (batch-size independent, see module doc)
+    temperature: float = 8.0  # tau: logits / tau before the softmax (original code: 8)
+    start_step: int = 1  # guide loop steps start_step <= i < end_step (original: all but the first)
+    end_step: int | None = None  # None: to the last step
+    schedule: str = "beta_power"  # s_t = scale * beta_t ** 0.05 (original code) | constant
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown guidance loss {self.loss!r}; use {sorted(LOSSES)}")
+        if self.schedule not in ("beta_power", "constant"):
+            raise ValueError(f"unknown guidance schedule {self.schedule!r}")
+        if self.temperature <= 0 or self.scale < 0:
+            raise ValueError("guidance temperature must be > 0 and scale >= 0")
+
+
+def class_probabilities(logits: dict[str, jax.Array], temperature: float) -> dict[str, jax.Array]:
+    """attribute -> softmax(logits / tau), each [B, K]."""
+    return {a: jax.nn.softmax(v.astype(jnp.float32) / temperature, axis=-1)
+            for a, v in logits.items()}
+
+
+def cell_probabilities(probs: dict[str, jax.Array], attributes: Sequence[str]) -> jax.Array:
+    """Per-sample probabilities of the target's cells: [B, prod K], row-major over `attributes`
+    (the outer product of the marginals for a joint target)."""
+    out = probs[attributes[0]]
+    for a in attributes[1:]:
+        out = (out[:, :, None] * probs[a][:, None, :]).reshape(out.shape[0], -1)
+    return out
+
+
+def batch_distribution(probs: dict[str, jax.Array], target: Target,
+                       axis_name: str | None = None) -> jax.Array:
+    """p_hat [prod K]: the batch mean of the target's cell probabilities; with `axis_name`
+    (inside shard_map) the mean is over the global batch."""
+    p = jnp.mean(cell_probabilities(probs, target.attributes), axis=0)
+    return jax.lax.pmean(p, axis_name) if axis_name else p
+
+
+def distribution_loss(probs: dict[str, jax.Array], targets: Sequence[Target], loss: str,
+                      axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(sum over targets of L(p_hat, p_ref), target name -> p_hat)."""
+    fn = LOSSES[loss]
+    total, p_hats = jnp.float32(0.0), {}
+    for target in targets:
+        p_hat = batch_distribution(probs, target, axis_name)
+        total = total + fn(p_hat, jnp.asarray(target.array))
+        p_hats[target.name] = p_hat
+    return total, p_hats
+
+
+def step_scale(config: GuidanceConfig, step: jax.Array, beta_t: jax.Array,
+               num_steps: int) -> jax.Array:
+    """s_t for loop step `step` (0 = first, noisiest) at a timestep with beta_t; 0 outside the
+    guidance interval."""
+    end = num_steps if config.end_step is None else config.end_step
+    active = (step >= config.start_step) & (step < end)
+    shape = beta_t ** 0.05 if config.schedule == "beta_power" else jnp.ones_like(beta_t)
+    return jnp.where(active, config.scale * shape, 0.0)
+
+
+def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config: GuidanceConfig,
+            scale: jax.Array, batch_size: int | None = None,
+            axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """One distribution-guidance update of h: [B, ...] -> (h' [B, ...], p_hat before the update).
+
+    `scale` is s_t (from `step_scale`); `batch_size` is the N of the batch distribution (the
+    global batch with `axis_name`; default: h's batch).
+    """
+    n = batch_size or h.shape[0]
+
+    def loss_of_h(h):
+        probs = class_probabilities(predict(h), config.temperature)
+        return distribution_loss(probs, targets, config.loss, axis_name)
+
+    grad, p_hats = jax.grad(loss_of_h, has_aux=True)(h.astype(jnp.float32))
+    return (h - (scale * n * grad).astype(h.dtype)), p_hats

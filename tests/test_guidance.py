@@ -1,0 +1,146 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dg_jax import configs
+from dg_jax.errors import UserError
+from dg_jax.guidance import losses
+from dg_jax.guidance.distribution import (
+    GuidanceConfig,
+    batch_distribution,
+    class_probabilities,
+    distribution_loss,
+    guide_h,
+    step_scale,
+)
+from dg_jax.guidance.targets import check_disjoint, make_target, parse_target
+from dg_jax.models.adp import ADP, ADPConfig
+
+NUM_CLASSES = {"hair": 2, "glasses": 2, "skin": 3}
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+@pytest.mark.parametrize("q", [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.9, 0.1]])
+@pytest.mark.parametrize("p", [[0.0, 1.0], [1.0, 0.0], [0.3, 0.7]])
+def test_losses_and_gradients_are_finite_for_any_target(name, q, p):
+    fn = losses.LOSSES[name]
+    p, q = jnp.asarray(p), jnp.asarray(q)
+    value, grad = jax.value_and_grad(lambda p: fn(p, q))(p)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    assert fn(q, q) <= 1e-6  # zero at the target (KL: p log p = 0 at p = 0)
+
+
+def test_loss_formulas_for_interior_targets():
+    p, q = jnp.array([0.2, 0.3, 0.5]), jnp.array([0.4, 0.4, 0.2])
+    np.testing.assert_allclose(losses.chi_square(p, q), np.sum((p - q) ** 2 / q), rtol=1e-6)
+    np.testing.assert_allclose(losses.kl(p, q), np.sum(p * np.log(p / q)), rtol=1e-6)
+    np.testing.assert_allclose(losses.l2(p, q), np.sum((p - q) ** 2), rtol=1e-6)
+
+
+def test_parse_targets_and_joint_cells():
+    t = parse_target("skin=uniform", NUM_CLASSES)
+    assert t.probs == pytest.approx((1 / 3,) * 3) and t.num_classes == (3,)
+    joint = parse_target("hair,skin=0.25,0.15,0.1,0.25,0.15,0.1", NUM_CLASSES)
+    assert joint.attributes == ("hair", "skin") and len(joint.probs) == 6
+    assert parse_target("hair=0,1", NUM_CLASSES).probs == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("hair=0.5,0.4", "sums to 0.9"),
+    ("skin=0.5,0.5", "needs 3 probabilities"),
+    ("beard=0.5,0.5", "unknown attribute 'beard'"),
+    ("hair=-0.5,1.5", "negative"),
+    ("hair=a,b", "must be numbers"),
+    ("hair", "must look like"),
+    ("hair,hair=uniform", "distinct"),
+])
+def test_bad_targets_name_the_problem(spec, message):
+    with pytest.raises(UserError, match=message):
+        parse_target(spec, NUM_CLASSES)
+
+
+def test_overlapping_targets_are_refused():
+    targets = [parse_target("hair=uniform", NUM_CLASSES),
+               parse_target("hair,skin=uniform", NUM_CLASSES)]
+    with pytest.raises(UserError, match="'hair' appears in targets"):
+        check_disjoint(targets)
+
+
+def test_joint_batch_distribution_is_the_mean_outer_product():
+    rng = np.random.RandomState(0)
+    probs = {"hair": jax.nn.softmax(jnp.asarray(rng.randn(5, 2))),
+             "skin": jax.nn.softmax(jnp.asarray(rng.randn(5, 3)))}
+    target = make_target(("hair", "skin"), "uniform", NUM_CLASSES)
+    expected = np.mean(np.einsum("bi,bj->bij", probs["hair"], probs["skin"]), 0).reshape(-1)
+    np.testing.assert_allclose(batch_distribution(probs, target), expected, rtol=1e-6)
+    assert batch_distribution(probs, target).sum() == pytest.approx(1.0)
+
+
+def linear_predictor(key=0, classes=(("hair", 2), ("skin", 3)), dim=12):
+    w = jax.random.normal(jax.random.key(key), (dim, sum(k for _, k in classes)))
+
+    def predict(h):
+        logits = h.reshape(h.shape[0], -1) @ w
+        return {"hair": logits[:, :2], "skin": logits[:, 2:]}
+
+    return predict
+
+
+def test_guided_update_moves_the_batch_toward_the_target():
+    predict = linear_predictor()
+    targets = [parse_target("hair=0.9,0.1", NUM_CLASSES), parse_target("skin=0,0,1", NUM_CLASSES)]
+    config = GuidanceConfig(temperature=1.0)
+    h = jax.random.normal(jax.random.key(1), (16, 2, 2, 3))
+
+    def loss(h):
+        probs = class_probabilities(predict(h), config.temperature)
+        return distribution_loss(probs, targets, config.loss)[0]
+
+    before = loss(h)
+    for _ in range(20):
+        h, p_hats = guide_h(h, predict, targets, config, scale=jnp.float32(0.05))
+        assert all(np.all(np.isfinite(p)) for p in p_hats.values())
+    assert loss(h) < 0.5 * before
+
+
+def test_scale_carries_over_between_batch_sizes():
+    """A batch of N copies of the same samples gets the same per-sample update for any N."""
+    predict = linear_predictor()
+    targets = [parse_target("hair=0.5,0.5", NUM_CLASSES)]
+    config = GuidanceConfig(temperature=2.0)
+    h = jax.random.normal(jax.random.key(2), (4, 2, 2, 3))
+    small, _ = guide_h(h, predict, targets, config, jnp.float32(0.1))
+    big, _ = guide_h(jnp.tile(h, (16, 1, 1, 1)), predict, targets, config, jnp.float32(0.1))
+    np.testing.assert_allclose(big[:4], small, rtol=1e-4, atol=1e-6)
+    assert np.abs(np.asarray(small - h)).max() > 1e-3
+
+
+def test_step_scale_interval_and_schedule():
+    config = GuidanceConfig(scale=2.0, start_step=1, end_step=3)
+    scales = [float(step_scale(config, jnp.int32(i), jnp.float32(0.02), 5)) for i in range(5)]
+    assert scales[0] == 0 and scales[3] == 0 and scales[4] == 0
+    assert scales[1] == pytest.approx(2.0 * 0.02 ** 0.05)
+    constant = GuidanceConfig(scale=2.0, schedule="constant")
+    assert float(step_scale(constant, jnp.int32(4), jnp.float32(0.02), 5)) == 2.0
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear_per_step"])
+def test_adp_kinds_share_one_interface_and_jit(kind):
+    config = ADPConfig(attributes=(("hair", 2), ("skin", 3)), h_shape=(2, 2, 8), kind=kind,
+                       hidden=16, time_dim=8, timesteps=(999, 499, 0))
+    adp = ADP(config, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(adp)
+    h = jax.random.normal(jax.random.key(0), (3, 2, 2, 8))
+
+    @jax.jit
+    def run(state, h, t, step):
+        return nnx.merge(graphdef, state)(h, t, step)
+
+    out = run(state, h, jnp.array([999, 999, 999]), jnp.int32(0))
+    assert {k: v.shape for k, v in out.items()} == {"hair": (3, 2), "skin": (3, 3)}
+    if kind == "linear_per_step":  # the step index picks a different head
+        other = run(state, h, jnp.array([0, 0, 0]), jnp.int32(2))
+        assert np.abs(np.asarray(other["hair"] - out["hair"])).max() > 1e-4
+    assert ADPConfig.from_dict(configs.to_dict(config)) == config
