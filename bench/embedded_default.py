@@ -16,7 +16,8 @@ from PIL import Image
 
 from dg_jax.data import generated, synthfaces
 from dg_jax.data.images import image_grid
-from dg_jax.generation import GenerateConfig, SamplerConfig, run
+from dg_jax.diffusion.sampler_config import SamplerConfig
+from dg_jax.generation import GenerateConfig, run
 
 
 def main():

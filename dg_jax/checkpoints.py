@@ -27,7 +27,7 @@ def save_bundle(path: str | os.PathLike, kind: str, config: dict, model: nnx.Mod
     path = pathlib.Path(path).absolute()
     if path.exists():
         raise FileExistsError(f"refusing to overwrite existing bundle {path}")
-    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
     path.mkdir(parents=True)
     with ocp.StandardCheckpointer() as ckpt:
@@ -47,7 +47,7 @@ def load_params_into(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
     """Restores params/ of a bundle into `model` (shapes must match exactly), as float32."""
     path = pathlib.Path(path).absolute()
     state = nnx.state(model, nnx.Param)
-    target = state.to_pure_dict()
+    target = nnx.to_pure_dict(state)
     meta = read_bundle_config(path)
     stored = jax.tree.map(
         lambda p: jax.ShapeDtypeStruct(p.shape, jnp.dtype(meta["param_dtype"])), target)

@@ -22,21 +22,11 @@ from tqdm import tqdm
 
 from dg_jax.data import generated
 from dg_jax.data.images import to_model_range, to_uint8
-from dg_jax.diffusion import samplers
-from dg_jax.diffusion.schedules import ScheduleConfig, alphas_cumprod
+from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import ConfigMismatchError, UserError
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.loading import load_classifier, load_unet
-from dg_jax.models.unet import UNet
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplerConfig:
-    num_steps: int = 50
-    spacing: str = "trailing"  # leading | trailing | linspace (diffusers' timestep_spacing)
-    method: str = "ddim"  # ddim | ddpm
-    eta: float = 1.0  # DDIM noise: 1 as the original code (better rates here), 0 deterministic
-    clip_sample: float | None = 1.0  # clip x0_hat to [-c, c] each step (None: off, as the paper)
+from dg_jax.sampling import make_sampler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,9 +36,9 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 64
     shard_size: int = 1024  # images per array_record shard
-    model: str = ""  # UNet bundle; empty: the embedded default
-    classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier
-    sampler: SamplerConfig = SamplerConfig()
+    model: str = ""  # UNet bundle or diffusers folder; empty: the embedded default
+    classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier; "none"
+    sampler: SamplerConfig = SamplerConfig()  # None fields: the model's sampling defaults
     png: bool = False  # also write OUT/png/<index>.png
 
     def validate(self) -> None:
@@ -61,26 +51,6 @@ def sample_keys(seed: int, indices: np.ndarray) -> jax.Array:
     """One key per sample from (seed, global index): [B] typed keys."""
     base = jax.random.key(seed)
     return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.uint32))
-
-
-def make_sampler(model: UNet, schedule: ScheduleConfig, config: SamplerConfig):
-    """Returns a jitted keys [B] -> images float32 [B, H, W, C] in [-1, 1] (unguided)."""
-    graphdef, state = nnx.split(model)
-    alpha_bar = alphas_cumprod(schedule)
-    ts = samplers.sampling_timesteps(schedule.num_train_timesteps, config.num_steps,
-                                     config.spacing)
-    c = model.config
-    shape = (c.sample_size, c.sample_size, c.in_channels)
-
-    @jax.jit
-    def sample(state, keys):
-        unet = nnx.merge(graphdef, state)
-        x_T = samplers.initial_noise(keys, shape)
-        x0, _ = samplers.sample(lambda x, t, i: (unet(x, t), None), x_T, keys, alpha_bar, ts,
-                                config.method, config.eta, c.prediction_type, config.clip_sample)
-        return jnp.clip(x0, -1, 1)
-
-    return lambda keys: sample(state, keys)
 
 
 def make_labeller(classifier: AttributeClassifier):
@@ -119,9 +89,17 @@ def run(config: GenerateConfig) -> dict:
     """Generates the data set (skipping shards already on disk) and returns the manifest."""
     config.validate()
     # Models first: a missing checkpoint must not leave an output directory behind.
-    unet, schedule = load_unet(config.model or None)
-    sample = make_sampler(unet, schedule, config.sampler)
-    label = make_labeller(load_classifier(config.classifier or None))
+    try:
+        unet, model_config = load_unet(config.model or None)
+    except (ValueError, ImportError) as e:
+        raise UserError(f"cannot load model {config.model or 'embedded'}: {e}") from None
+    # The resolved sampler (model defaults filled in) is what run.json records and checks.
+    config = dataclasses.replace(config, sampler=config.sampler.resolve(model_config.sampling))
+    sample = make_sampler(unet, model_config, config.sampler)
+    if config.classifier == "none":  # e.g. a real model before a labeller for it exists
+        label = lambda images: {}
+    else:
+        label = make_labeller(load_classifier(config.classifier or None))
     wanted = _check_output_dir(config)
     out = pathlib.Path(config.out)
     num_shards = -(-config.num_images // config.shard_size)
@@ -139,7 +117,7 @@ def run(config: GenerateConfig) -> dict:
         for b in range(lo, hi, config.batch_size):
             # Pad the last batch to the full size so the sampler compiles once.
             idx = np.arange(b, b + config.batch_size)
-            images = to_uint8(sample(sample_keys(config.seed, idx)))
+            images = to_uint8(sample(sample_keys(config.seed, idx))[0])
             probs = jax.device_get(label(images))
             for j in range(min(config.batch_size, hi - b)):
                 p = {n: v[j] for n, v in probs.items()}

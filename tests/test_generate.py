@@ -7,8 +7,9 @@ from helpers import TINY_CLASSIFIER, TINY_UNET
 
 from dg_jax import checkpoints
 from dg_jax.data import generated
+from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import ConfigMismatchError
-from dg_jax.generation import GenerateConfig, SamplerConfig, run
+from dg_jax.generation import GenerateConfig, run
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.unet import UNet
 from sample import generate as cli

@@ -5,6 +5,7 @@ import pytest
 from flax import nnx
 from helpers import TINY_UNET
 
+from dg_jax import configs
 from dg_jax.models.unet import UNet, UNetConfig
 
 
@@ -87,3 +88,14 @@ def test_scale_shift_and_no_mid_attention_options():
 def test_bad_config(change, message):
     with pytest.raises(ValueError, match=message):
         UNetConfig(**{**TINY_UNET.__dict__, **change})
+
+
+def test_config_from_older_versions_loads_with_defaults():
+    saved = {**configs.to_dict(TINY_UNET), "output_scale_factor": 1.0}
+    for new_field in ("mid_block_scale_factor", "downsample_padding", "upsample_type"):
+        saved.pop(new_field)
+    assert UNetConfig.from_dict(saved) == TINY_UNET
+    with pytest.raises(ValueError, match="output_scale_factor"):
+        UNetConfig.from_dict({**saved, "output_scale_factor": 2.0})
+    with pytest.raises(ValueError, match="unknown UNetConfig fields"):
+        UNetConfig.from_dict({**saved, "colour": "blue"})

@@ -49,9 +49,10 @@ def previous_timesteps(timesteps: np.ndarray) -> np.ndarray:
     return np.append(timesteps[1:], -1).astype(np.int32)
 
 
-def alpha_bar_at(alpha_bar: jax.Array, t: jax.Array) -> jax.Array:
-    """alpha_bar[t], with alpha_bar[-1] := 1 (the clean end)."""
-    return jnp.where(t >= 0, alpha_bar[jnp.maximum(t, 0)], 1.0)
+def alpha_bar_at(alpha_bar: jax.Array, t: jax.Array, final: float | jax.Array = 1.0) -> jax.Array:
+    """alpha_bar[t], with alpha_bar[-1] := final (1: the clean end; diffusers' DDIM with
+    set_alpha_to_one=False uses alpha_bar[0])."""
+    return jnp.where(t >= 0, alpha_bar[jnp.maximum(t, 0)], final)
 
 
 def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
@@ -148,10 +149,12 @@ def initial_noise(keys: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 def sample(model_fn: ModelFn, x_T: jax.Array, keys: jax.Array, alpha_bar: jax.Array,
            timesteps: np.ndarray, method: str = "ddim", eta: float = 0.0,
-           prediction_type: str = "epsilon", clip_sample: float | None = None):
+           prediction_type: str = "epsilon", clip_sample: float | None = None,
+           final_alpha_bar: float | jax.Array = 1.0):
     """Runs the reverse process from x_T with lax.scan (traced once, whatever the step count).
 
-    x_T: [B, H, W, C]; keys: [B]; timesteps: descending [S] ints.
+    x_T: [B, H, W, C]; keys: [B]; timesteps: descending [S] ints; the last step goes to
+    alpha_bar = final_alpha_bar.
     Returns (x_0 [B, H, W, C], aux stacked over steps: leaves [S, ...]).
     """
     if method not in ("ddim", "ddpm"):
@@ -163,7 +166,7 @@ def sample(model_fn: ModelFn, x_T: jax.Array, keys: jax.Array, alpha_bar: jax.Ar
     def body(x, step):
         i, t, t_prev = step
         out, aux = model_fn(x, jnp.full((x.shape[0],), t), i)
-        a, a_prev = alpha_bar_at(alpha_bar, t), alpha_bar_at(alpha_bar, t_prev)
+        a, a_prev = alpha_bar_at(alpha_bar, t), alpha_bar_at(alpha_bar, t_prev, final_alpha_bar)
         noise = per_sample_normal(keys, i, x.shape[1:], x.dtype) if stochastic else None
         if method == "ddim":
             x = ddim_step(x, out, a, a_prev, noise, eta, prediction_type, clip_sample)

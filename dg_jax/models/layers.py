@@ -45,11 +45,12 @@ class Conv(nnx.Module):
     """Square conv with symmetric padding (PyTorch's, so converted weights match).
 
     x: [B, H, W, cin] -> [B, H/stride, W/stride, cout]. Parameters: kernel [k, k, cin, cout], bias.
+    `pad` defaults to size // 2 ("same" at stride 1).
     """
 
-    def __init__(self, cin: int, cout: int, size: int = 3, stride: int = 1, *, dtype: Dtype,
-                 rngs: nnx.Rngs):
-        self.stride, self.pad, self.dtype = stride, size // 2, dtype
+    def __init__(self, cin: int, cout: int, size: int = 3, stride: int = 1, pad: int | None = None,
+                 *, dtype: Dtype, rngs: nnx.Rngs):
+        self.stride, self.pad, self.dtype = stride, size // 2 if pad is None else pad, dtype
         init = nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (size, size, cin, cout), jnp.float32))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32))
@@ -74,16 +75,34 @@ class TimestepMLP(nnx.Module):
         return self.linear_2(nnx.silu(self.linear_1(emb)))
 
 
+def upsample_nearest(x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, 2H, 2W, C], each pixel repeated 2x2."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def avg_pool_2x2(x: jax.Array) -> jax.Array:
+    """[B, H, W, C] -> [B, H/2, W/2, C], mean of each 2x2 block."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+_RESAMPLE = {None: lambda x: x, "up": upsample_nearest, "down": avg_pool_2x2}
+
+
 class ResBlock(nnx.Module):
     """GroupNorm-SiLU-Conv twice, with the time embedding added (or as scale/shift) in between.
 
-    x: [B, H, W, cin], temb: [B, temb_dim] -> [B, H, W, cout].
+    x: [B, H, W, cin], temb: [B, temb_dim] -> [B, H', W', cout]. With resample="up" / "down" the
+    block also changes resolution (BigGAN style: the skip and the activations are resampled right
+    after the first norm), as diffusers' up/downsample_type="resnet".
     """
 
     def __init__(self, cin: int, cout: int, temb_dim: int, *, groups: int, eps: float,
-                 scale_shift: bool, output_scale: float, dtype: Dtype,
-                 rngs: nnx.Rngs):
-        self.scale_shift, self.output_scale = scale_shift, output_scale
+                 scale_shift: bool, output_scale: float = 1.0, resample: str | None = None,
+                 dtype: Dtype, rngs: nnx.Rngs):
+        if resample not in _RESAMPLE:
+            raise ValueError(f"unknown resample {resample!r}; use 'up', 'down' or None")
+        self.scale_shift, self.output_scale, self.resample = scale_shift, output_scale, resample
         self.norm1 = nnx.GroupNorm(cin, num_groups=groups, epsilon=eps, dtype=dtype, rngs=rngs)
         self.conv1 = Conv(cin, cout, dtype=dtype, rngs=rngs)
         self.time_emb_proj = nnx.Linear(temb_dim, cout * (2 if scale_shift else 1), dtype=dtype,
@@ -95,7 +114,9 @@ class ResBlock(nnx.Module):
         )
 
     def __call__(self, x: jax.Array, temb: jax.Array) -> jax.Array:
-        h = self.conv1(nnx.silu(self.norm1(x)))
+        resample = _RESAMPLE[self.resample]
+        h = self.conv1(resample(nnx.silu(self.norm1(x))))
+        x = resample(x)
         emb = self.time_emb_proj(nnx.silu(temb))[:, None, None, :]
         if self.scale_shift:
             scale, shift = jnp.split(emb, 2, axis=-1)
@@ -108,19 +129,19 @@ class ResBlock(nnx.Module):
 
 
 class Attention(nnx.Module):
-    """Pre-norm multi-head self-attention over all pixels, with a residual.
+    """Pre-norm (groups=None: no norm) multi-head self-attention over all pixels, with a residual.
 
     x: [B, H, W, C] -> [B, H, W, C].
     """
 
-    def __init__(self, channels: int, head_dim: int | None, *, groups: int, eps: float,
-                 output_scale: float, dtype: Dtype, rngs: nnx.Rngs):
+    def __init__(self, channels: int, head_dim: int | None, *, groups: int | None, eps: float,
+                 output_scale: float = 1.0, dtype: Dtype, rngs: nnx.Rngs):
         head_dim = head_dim or channels
         if channels % head_dim:
             raise ValueError(f"attention channels {channels} not divisible by head dim {head_dim}")
         self.heads, self.output_scale = channels // head_dim, output_scale
-        self.group_norm = nnx.GroupNorm(channels, num_groups=groups, epsilon=eps, dtype=dtype,
-                                        rngs=rngs)
+        self.group_norm = None if groups is None else nnx.GroupNorm(
+            channels, num_groups=groups, epsilon=eps, dtype=dtype, rngs=rngs)
         self.to_q = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.to_k = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.to_v = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
@@ -128,7 +149,8 @@ class Attention(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, hh, ww, c = x.shape
-        tokens = self.group_norm(x).reshape(b, hh * ww, c)
+        normed = x if self.group_norm is None else self.group_norm(x)
+        tokens = normed.reshape(b, hh * ww, c)
         split = lambda y: y.reshape(b, hh * ww, self.heads, c // self.heads)  # noqa: E731
         q, k, v = split(self.to_q(tokens)), split(self.to_k(tokens)), split(self.to_v(tokens))
         out = jax.nn.dot_product_attention(q, k, v).reshape(b, hh * ww, c)
@@ -136,12 +158,23 @@ class Attention(nnx.Module):
 
 
 class Downsample(nnx.Module):
-    """Stride-2 3x3 conv.  [B, H, W, C] -> [B, H/2, W/2, C]."""
+    """Stride-2 3x3 conv.  [B, H, W, C] -> [B, H/2, W/2, C].
 
-    def __init__(self, channels: int, *, dtype: Dtype, rngs: nnx.Rngs):
-        self.conv = Conv(channels, channels, stride=2, dtype=dtype, rngs=rngs)
+    padding=1 pads all sides by one; padding=0 pads only the bottom and right (the original DDPM
+    code's convention, diffusers' downsample_padding=0).
+    """
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __init__(self, channels: int, padding: int = 1, *, dtype: Dtype, rngs: nnx.Rngs):
+        if padding not in (0, 1):
+            raise ValueError(f"downsample padding must be 0 or 1, got {padding}")
+        self.padding = padding
+        self.conv = Conv(channels, channels, stride=2, pad=padding, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, temb: jax.Array | None = None) -> jax.Array:
+        # temb is unused: the signature matches a resampling ResBlock, so either can be a level's
+        # downsampler.
+        if self.padding == 0:
+            x = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))
         return self.conv(x)
 
 
@@ -151,6 +184,5 @@ class Upsample(nnx.Module):
     def __init__(self, channels: int, *, dtype: Dtype, rngs: nnx.Rngs):
         self.conv = Conv(channels, channels, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return self.conv(x)
+    def __call__(self, x: jax.Array, temb: jax.Array | None = None) -> jax.Array:
+        return self.conv(upsample_nearest(x))

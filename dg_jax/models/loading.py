@@ -1,4 +1,5 @@
-"""Build models from checkpoint bundles (the embedded default unless a path is given)."""
+"""Load models: our checkpoint bundles (the embedded default unless a path is given) and local
+diffusers folders; save UNet bundles."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import os
 
 from flax import nnx
 
-from dg_jax import checkpoints
+from dg_jax import checkpoints, configs
+from dg_jax.convert.diffusers import from_diffusers, is_diffusers_folder
+from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.schedules import ScheduleConfig
 from dg_jax.models.classifier import AttributeClassifier, ClassifierConfig
+from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet, UNetConfig
 
 
@@ -17,14 +21,32 @@ def _check_kind(path, meta: dict, kind: str) -> None:
         raise ValueError(f"checkpoint {path} holds a {meta.get('kind')!r}, expected a {kind!r}")
 
 
-def load_unet(path: str | os.PathLike | None = None) -> tuple[UNet, ScheduleConfig]:
-    """Returns (UNet with restored float32 params, its training noise schedule)."""
+def load_unet(path: str | os.PathLike | None = None) -> tuple[UNet, ModelConfig]:
+    """Returns (UNet with float32 params, its ModelConfig) from a bundle or a diffusers folder."""
     path = path or checkpoints.EMBEDDED_UNET
+    if is_diffusers_folder(path):
+        return from_diffusers(path)
     meta = checkpoints.read_bundle_config(path)
     _check_kind(path, meta, "unet")
-    model = UNet(UNetConfig.from_dict(meta["config"]), rngs=nnx.Rngs(0))
+    config = ModelConfig(
+        unet=UNetConfig.from_dict(meta["config"]),
+        schedule=configs.from_dict(ScheduleConfig, meta.get("schedule", {})),
+        # Bundles written before sampling defaults were stored sample as our models do.
+        sampling=configs.from_dict(SamplerConfig, meta.get("sampling", {})).resolve(
+            DEFAULT_SAMPLING),
+    )
+    model = UNet(config.unet, rngs=nnx.Rngs(0))
     checkpoints.load_params_into(path, model)
-    return model, ScheduleConfig(**meta.get("schedule", {}))
+    return model, config
+
+
+def save_unet(path: str | os.PathLike, model: UNet, config: ModelConfig,
+              dtype: str = "float32", extra: dict | None = None) -> None:
+    """Writes a UNet bundle that `load_unet` restores with the same ModelConfig; `extra` goes
+    into its config.json as information (e.g. where the weights came from)."""
+    extra = {"schedule": configs.to_dict(config.schedule),
+             "sampling": configs.to_dict(config.sampling), **(extra or {})}
+    checkpoints.save_bundle(path, "unet", configs.to_dict(config.unet), model, dtype, extra)
 
 
 def load_classifier(path: str | os.PathLike | None = None) -> AttributeClassifier:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dg_jax import configs
 from dg_jax.models.layers import Attention, Conv, Downsample, ResBlock, TimestepMLP, Upsample
 
 
@@ -36,12 +37,19 @@ class UNetConfig:
     mid_attention: bool = True
     attention_head_dim: int | None = 32  # None: one head over all channels
     norm_num_groups: int = 32
+    attn_norm_num_groups: int | None = None  # middle attention's groups; None: as diffusers
     norm_eps: float = 1e-5
     resnet_time_scale_shift: str = "default"  # "default" (add) or "scale_shift"
     flip_sin_to_cos: bool = True
     freq_shift: float = 0.0
+    time_embedding_dim: int | None = None  # None: 4 * block_out_channels[0]
     center_input_sample: bool = False
-    output_scale_factor: float = 1.0  # resnets and attention divide their output by this
+    mid_block_scale_factor: float = 1.0  # the middle block's resnets and attention divide by this
+    downsample_padding: int = 1  # 0: pad bottom/right only (original DDPM checkpoints)
+    # "conv" or "resnet"; as in diffusers, "resnet" applies to levels with attention only, plain
+    # levels always resample with a conv.
+    downsample_type: str = "conv"
+    upsample_type: str = "conv"
     prediction_type: str = "epsilon"  # what the output means: epsilon, v_prediction or sample
     dtype: str = "float32"  # compute dtype ("bfloat16" for speed); parameters stay float32
 
@@ -53,6 +61,11 @@ class UNetConfig:
             raise ValueError(f"up_attention has {len(self.up_attention)} entries, need {levels}")
         if self.resnet_time_scale_shift not in ("default", "scale_shift"):
             raise ValueError(f"unsupported resnet_time_scale_shift {self.resnet_time_scale_shift!r}")
+        for name in ("downsample_type", "upsample_type"):
+            if getattr(self, name) not in ("conv", "resnet"):
+                raise ValueError(f"unsupported {name} {getattr(self, name)!r}; use conv or resnet")
+        if self.downsample_padding not in (0, 1):
+            raise ValueError(f"unsupported downsample_padding {self.downsample_padding}; use 0 or 1")
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
         for ch in self.block_out_channels:
@@ -67,6 +80,13 @@ class UNetConfig:
         return self.up_attention if self.up_attention is not None else self.down_attention[::-1]
 
     @property
+    def mid_attention_groups(self) -> int | None:
+        """diffusers' rule: the middle attention has no norm under scale_shift unless told."""
+        if self.attn_norm_num_groups is not None:
+            return self.attn_norm_num_groups
+        return self.norm_num_groups if self.resnet_time_scale_shift == "default" else None
+
+    @property
     def h_shape(self) -> tuple[int, int, int]:
         """Shape of one sample's h: (H, W, C) at the bottleneck."""
         side = self.sample_size // 2 ** (len(self.block_out_channels) - 1)
@@ -75,10 +95,10 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, d: dict) -> UNetConfig:
         d = dict(d)
-        for key in ("block_out_channels", "down_attention", "up_attention"):
-            if d.get(key) is not None:
-                d[key] = tuple(d[key])
-        return cls(**d)
+        # Configs written before mid_block_scale_factor existed had a global factor, always 1.
+        if d.pop("output_scale_factor", 1.0) != 1.0:
+            raise ValueError("output_scale_factor != 1 is not supported; use mid_block_scale_factor")
+        return configs.from_dict(cls, d)
 
 
 class Encoded(NamedTuple):
@@ -111,12 +131,10 @@ class UNet(nnx.Module):
         c = config
         dtype = jnp.dtype(c.dtype)
         chans = c.block_out_channels
-        temb_dim = chans[0] * 4
+        temb_dim = c.time_embedding_dim or chans[0] * 4
         res = dict(groups=c.norm_num_groups, eps=c.norm_eps,
-                   scale_shift=c.resnet_time_scale_shift == "scale_shift",
-                   output_scale=c.output_scale_factor, dtype=dtype, rngs=rngs)
-        attn = dict(groups=c.norm_num_groups, eps=c.norm_eps, output_scale=c.output_scale_factor,
-                    dtype=dtype, rngs=rngs)
+                   scale_shift=c.resnet_time_scale_shift == "scale_shift", dtype=dtype, rngs=rngs)
+        attn = dict(groups=c.norm_num_groups, eps=c.norm_eps, dtype=dtype, rngs=rngs)
 
         self.time_embedding = TimestepMLP(chans[0], temb_dim, c.flip_sin_to_cos, c.freq_shift,
                                           dtype=dtype, rngs=rngs)
@@ -133,15 +151,22 @@ class UNet(nnx.Module):
                     attentions.append(Attention(cout, c.attention_head_dim, **attn))
                 skip_channels.append(cout)
                 cin = cout
-            downsampler = None if last else Downsample(cout, dtype=dtype, rngs=rngs)
+            downsampler = None
             if not last:
                 skip_channels.append(cout)
+                if c.down_attention[level] and c.downsample_type == "resnet":
+                    downsampler = ResBlock(cout, cout, temb_dim, resample="down", **res)
+                else:
+                    downsampler = Downsample(cout, c.downsample_padding, dtype=dtype, rngs=rngs)
             down.append(DownLevel(resnets, attentions, downsampler))
         self.down_blocks = nnx.List(down)
 
-        self.mid_resnet_1 = ResBlock(cin, cin, temb_dim, **res)
-        self.mid_attention = Attention(cin, c.attention_head_dim, **attn) if c.mid_attention else None
-        self.mid_resnet_2 = ResBlock(cin, cin, temb_dim, **res)
+        mid_scale = c.mid_block_scale_factor
+        self.mid_resnet_1 = ResBlock(cin, cin, temb_dim, output_scale=mid_scale, **res)
+        self.mid_attention = Attention(
+            cin, c.attention_head_dim, groups=c.mid_attention_groups, eps=c.norm_eps,
+            output_scale=mid_scale, dtype=dtype, rngs=rngs) if c.mid_attention else None
+        self.mid_resnet_2 = ResBlock(cin, cin, temb_dim, output_scale=mid_scale, **res)
 
         up = []
         for i, cout in enumerate(reversed(chans)):
@@ -152,8 +177,13 @@ class UNet(nnx.Module):
                 if c.up_attention_levels[i]:
                     attentions.append(Attention(cout, c.attention_head_dim, **attn))
                 cin = cout
-            up.append(UpLevel(resnets, attentions, None if last else Upsample(cout, dtype=dtype,
-                                                                              rngs=rngs)))
+            upsampler = None
+            if not last:
+                if c.up_attention_levels[i] and c.upsample_type == "resnet":
+                    upsampler = ResBlock(cout, cout, temb_dim, resample="up", **res)
+                else:
+                    upsampler = Upsample(cout, dtype=dtype, rngs=rngs)
+            up.append(UpLevel(resnets, attentions, upsampler))
         self.up_blocks = nnx.List(up)
 
         self.conv_norm_out = nnx.GroupNorm(cin, num_groups=c.norm_num_groups, epsilon=c.norm_eps,
@@ -175,7 +205,7 @@ class UNet(nnx.Module):
                     x = level.attentions[j](x)
                 skips.append(x)
             if level.downsampler is not None:
-                x = level.downsampler(x)
+                x = level.downsampler(x, temb)
                 skips.append(x)
         x = self.mid_resnet_1(x, temb)
         if self.mid_attention is not None:
@@ -192,7 +222,7 @@ class UNet(nnx.Module):
                 if level.attentions is not None:
                     x = level.attentions[j](x)
             if level.upsampler is not None:
-                x = level.upsampler(x)
+                x = level.upsampler(x, temb)
         x = self.conv_out(nnx.silu(self.conv_norm_out(x)))
         return x.astype(jnp.float32)
 

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dg_jax import checkpoints
+from dg_jax import checkpoints, configs
 from dg_jax.data import synthfaces
 from dg_jax.data.images import to_model_range
 from dg_jax.models.classifier import AttributeClassifier, ClassifierConfig
@@ -103,7 +103,7 @@ def train(config: ClassifierTrainConfig) -> tuple[AttributeClassifier, dict[str,
     acc = accuracy(model, eval_images, eval_labels)
     print("held-out accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in acc.items()), flush=True)
     if config.export:
-        checkpoints.save_bundle(config.export, "classifier", common.config_dict(config.model), model,
+        checkpoints.save_bundle(config.export, "classifier", configs.to_dict(config.model), model,
                                 dtype="float16", extra={"heldout_accuracy": acc,
                                                         "trained_steps": int(state["step"])})
     return model, acc

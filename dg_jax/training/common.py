@@ -3,8 +3,6 @@ deterministic epoch shuffling and the progress bar."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +15,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
+from dg_jax import configs
 from dg_jax.errors import ConfigMismatchError, UserError
 
 
@@ -79,7 +78,7 @@ def save_state(manager: ocp.CheckpointManager, step: int, state, config) -> None
     """Saves the train state (any pytree) with the run's config as JSON next to it."""
     manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(config_dict(config)),
+        config=ocp.args.JsonSave(configs.to_dict(config)),
     ))
 
 
@@ -92,7 +91,9 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
     if step is None:
         return 0, None
     saved = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-    current = config_dict(config)
+    # Through the config class: fields added since the run was saved take their defaults.
+    saved = configs.to_dict(configs.from_dict(type(config), saved))
+    current = configs.to_dict(config)
     changed = {k for k in set(saved) | set(current)
                if k not in RESUMABLE_FIELDS and saved.get(k) != current.get(k)}
     if changed:
@@ -108,11 +109,6 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
 RESUMABLE_FIELDS = {"steps", "save_every", "log_every", "workdir", "export", "init_from"}
 
 
-def config_dict(config) -> dict:
-    """A dataclass config as a JSON-ready dict (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
 def fit(config, state, train_step: Callable, get_batch: Callable[[np.ndarray], object],
         num_examples: int, desc: str):
     """The shared training loop: resume, shuffle, step, log, checkpoint.
@@ -121,7 +117,7 @@ def fit(config, state, train_step: Callable, get_batch: Callable[[np.ndarray], o
     train_step(state, sharded_batch) -> (state, loss); get_batch(indices) -> host batch (pytree).
     Returns the final (replicated) state.
     """
-    print(f"config: {config_dict(config)}", flush=True)
+    print(f"config: {configs.to_dict(config)}", flush=True)
     mesh = data_mesh()
     manager = checkpoint_manager(config.workdir)
     replicated = NamedSharding(mesh, P())

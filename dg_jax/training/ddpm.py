@@ -16,7 +16,10 @@ from flax import nnx
 from dg_jax import checkpoints
 from dg_jax.data import synthfaces
 from dg_jax.data.images import to_model_range
+from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING
 from dg_jax.diffusion.schedules import ScheduleConfig, add_noise, alphas_cumprod
+from dg_jax.models.config import ModelConfig
+from dg_jax.models.loading import save_unet
 from dg_jax.models.unet import UNet, UNetConfig
 from dg_jax.training import common
 
@@ -102,8 +105,7 @@ def train(config: DDPMTrainConfig) -> UNet:
                        lambda idx: to_model_range(images()[idx]), config.num_images, "ddpm")
     ema_model = nnx.merge(graphdef, jax.device_get(state["ema"]))
     if config.export:
-        checkpoints.save_bundle(config.export, "unet", common.config_dict(config.unet), ema_model,
-                                dtype="float16",
-                                extra={"schedule": common.config_dict(config.schedule),
-                                       "trained_steps": int(state["step"])})
+        model_config = ModelConfig(config.unet, config.schedule, DEFAULT_SAMPLING)
+        save_unet(config.export, ema_model, model_config, dtype="float16",
+                  extra={"trained_steps": int(state["step"])})
     return ema_model

@@ -1,0 +1,45 @@
+"""Dataclass configs to and from JSON-ready dicts.
+
+`from_dict` fills fields a dict lacks with their defaults, so configs saved by an older version
+(before a field existed) still load and compare equal when the new field keeps its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+
+def to_dict(config) -> dict:
+    """A dataclass config as a JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls, d: dict):
+    """Builds dataclass `cls` from `d`: nested dataclass fields recursively (through their own
+    `from_dict` where they define one), lists as tuples. Unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {unknown}")
+    kwargs = {}
+    for name, value in d.items():
+        kind = _dataclass_in(hints[name])
+        if kind is not None and isinstance(value, dict):
+            value = kind.from_dict(value) if hasattr(kind, "from_dict") else from_dict(kind, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _dataclass_in(hint):
+    """The dataclass type of a field annotated `X` or `X | None`, else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None

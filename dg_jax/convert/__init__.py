@@ -1,0 +1,1 @@
+"""Converters from other frameworks' checkpoint formats to dg-jax modules."""

@@ -1,0 +1,49 @@
+"""How to run the reverse process: steps, method, noise, and the scheduler details a model ships.
+
+Fields that a diffusers scheduler config sets (timestep spacing, steps offset, x0 clipping, the
+final alpha) default to None, meaning "the model's choice": `resolve` fills them from the loaded
+model's defaults, so a converted checkpoint samples as its scheduler config says unless the user
+overrides a field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerConfig:
+    num_steps: int = 50
+    method: str = "ddim"  # ddim | ddpm
+    eta: float = 1.0  # DDIM noise: 1 as the original code (better rates here), 0 deterministic
+    spacing: str | None = None  # leading | trailing | linspace (diffusers' timestep_spacing)
+    steps_offset: int | None = None  # added to "leading" timesteps (diffusers' steps_offset)
+    clip_sample: float | None = None  # clip x0_hat to [-c, c] each step; 0: off (as the paper)
+    set_alpha_to_one: bool | None = None  # last step ends at alpha_bar = 1 (else alpha_bar[0])
+
+    def __post_init__(self):
+        if self.method not in ("ddim", "ddpm"):
+            raise ValueError(f"unknown sampling method {self.method!r}; use ddim or ddpm")
+        if self.spacing not in (None, "leading", "trailing", "linspace"):
+            raise ValueError(f"unknown timestep spacing {self.spacing!r}; "
+                             "use leading, trailing or linspace")
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be positive, got {self.num_steps}")
+        if self.eta < 0 or (self.clip_sample is not None and self.clip_sample < 0):
+            raise ValueError("eta and clip_sample must be >= 0")
+
+    def resolve(self, defaults: SamplerConfig) -> SamplerConfig:
+        """This config with every None field taken from `defaults` (a model's choices)."""
+        return dataclasses.replace(self, **{
+            f.name: getattr(defaults, f.name) for f in dataclasses.fields(self)
+            if getattr(self, f.name) is None})
+
+    @property
+    def clip_range(self) -> float | None:
+        """The clip bound for the sampler functions: None when clipping is off."""
+        return self.clip_sample or None
+
+
+# What our own models (the embedded default) sample with unless told otherwise.
+DEFAULT_SAMPLING = SamplerConfig(spacing="trailing", steps_offset=0, clip_sample=1.0,
+                                 set_alpha_to_one=True)
