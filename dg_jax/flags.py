@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 
+from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
 
 
@@ -36,3 +37,28 @@ def main_for(config_cls, run, doc: str, argv=None):
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
+    """--steps, --spacing, --steps-offset, --sampler, --eta, --clip-sample (see SamplerConfig)."""
+    parser.add_argument("--steps", type=int, default=50, help="sampling steps")
+    parser.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
+                        help="timestep spacing (default: the model's)")
+    parser.add_argument("--steps-offset", type=int,
+                        help="offset of leading timesteps (default: the model's)")
+    parser.add_argument("--sampler", dest="sampler_method", default="ddim",
+                        choices=["ddim", "ddpm"])
+    parser.add_argument("--eta", type=float, default=1.0,
+                        help="DDIM noise (1: as the original code; 0: deterministic)")
+    parser.add_argument("--clip-sample", type=float,
+                        help="clip x0_hat to [-c, c] each step; 0: off, as the paper (default: "
+                             "the model's; 1 for the embedded model)")
+
+
+def sampler_from_flags(args: argparse.Namespace) -> SamplerConfig:
+    try:
+        return SamplerConfig(num_steps=args.steps, method=args.sampler_method, eta=args.eta,
+                             spacing=args.spacing, steps_offset=args.steps_offset,
+                             clip_sample=args.clip_sample)
+    except ValueError as e:
+        raise UserError(str(e)) from None

@@ -9,7 +9,6 @@ and any shard can be regenerated alone.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import time
 
@@ -20,12 +19,15 @@ from flax import nnx
 from PIL import Image
 from tqdm import tqdm
 
-from dg_jax.data import generated
+from dg_jax import configs
+from dg_jax.data import generated, shards
 from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.diffusion.sampler_config import SamplerConfig
-from dg_jax.errors import ConfigMismatchError, UserError
+from dg_jax.errors import UserError
+from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.targets import Target, check_disjoint, parse_target
 from dg_jax.models.classifier import AttributeClassifier
-from dg_jax.models.loading import load_classifier, load_unet
+from dg_jax.models.loading import load_adp, load_classifier, load_unet
 from dg_jax.sampling import make_sampler
 
 
@@ -39,12 +41,43 @@ class GenerateConfig:
     model: str = ""  # UNet bundle or diffusers folder; empty: the embedded default
     classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier; "none"
     sampler: SamplerConfig = SamplerConfig()  # None fields: the model's sampling defaults
+    method: str = "none"  # guidance: none | distribution
+    targets: tuple[str, ...] = ()  # "attr=p0,p1,..." or joint "a,b=..." (see guidance.targets)
+    adp: str = ""  # ADP bundle for the model (needed by distribution guidance)
+    guidance: GuidanceConfig = GuidanceConfig()
     png: bool = False  # also write OUT/png/<index>.png
 
     def validate(self) -> None:
         for name in ("num_images", "batch_size", "shard_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
+        if self.method not in GUIDANCE_METHODS:
+            raise UserError(f"unknown --method {self.method!r}; use {' or '.join(GUIDANCE_METHODS)}")
+        if self.method == "none" and self.targets:
+            raise UserError("--target needs a guidance --method (e.g. distribution)")
+        if self.method != "none" and not self.targets:
+            raise UserError(f"--method {self.method} needs at least one --target")
+        if self.method == "distribution" and not self.adp:
+            raise UserError("--method distribution needs --adp (an ADP bundle trained for the model)")
+
+
+GUIDANCE_METHODS = ("none", "distribution")
+
+
+def load_guidance(config: GenerateConfig, unet) -> tuple[object, list[Target]]:
+    """(ADP, validated targets) for a guided run, or (None, []) for an unguided one."""
+    if config.method == "none":
+        return None, []
+    try:
+        adp = load_adp(config.adp)
+    except (ValueError, ImportError) as e:
+        raise UserError(f"cannot load ADP {config.adp}: {e}") from None
+    if tuple(adp.config.h_shape) != tuple(unet.config.h_shape):
+        raise UserError(f"ADP {config.adp} reads h of shape {tuple(adp.config.h_shape)}, the "
+                        f"model's h is {tuple(unet.config.h_shape)}: ADP and UNet do not match")
+    targets = [parse_target(spec, adp.config.num_classes) for spec in config.targets]
+    check_disjoint(targets)
+    return adp, targets
 
 
 def sample_keys(seed: int, indices: np.ndarray) -> jax.Array:
@@ -65,75 +98,60 @@ def make_labeller(classifier: AttributeClassifier):
     return lambda images: label(state, images)
 
 
-def _check_output_dir(config: GenerateConfig) -> dict:
-    """Creates OUT with run.json, or checks that an existing OUT was made with this config."""
-    out = pathlib.Path(config.out)
-    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
-    wanted.pop("png")  # writing PNGs as well does not change the data set
-    run_file = out / "run.json"
-    if run_file.exists():
-        saved = json.loads(run_file.read_text())
-        if saved != wanted:
-            diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-            raise ConfigMismatchError(f"{out} holds a data set made with another config "
-                                      f"(differs in {diff}); choose a new --out")
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not a dg-jax output directory; choose a new --out")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        generated.write_json_atomic(run_file, wanted)
-    return wanted
+def load_model(config):
+    """(UNet, ModelConfig, config with its sampler resolved) for a config with `model` and
+    `sampler` fields; the resolved sampler (model defaults filled in) is what run.json records."""
+    try:
+        unet, model_config = load_unet(config.model or None)
+    except (ValueError, ImportError) as e:
+        raise UserError(f"cannot load model {config.model or 'embedded'}: {e}") from None
+    config = dataclasses.replace(config, sampler=config.sampler.resolve(model_config.sampling))
+    return unet, model_config, config
 
 
 def run(config: GenerateConfig) -> dict:
     """Generates the data set (skipping shards already on disk) and returns the manifest."""
     config.validate()
     # Models first: a missing checkpoint must not leave an output directory behind.
+    unet, model_config, config = load_model(config)
+    adp, targets = load_guidance(config, unet)
     try:
-        unet, model_config = load_unet(config.model or None)
-    except (ValueError, ImportError) as e:
-        raise UserError(f"cannot load model {config.model or 'embedded'}: {e}") from None
-    # The resolved sampler (model defaults filled in) is what run.json records and checks.
-    config = dataclasses.replace(config, sampler=config.sampler.resolve(model_config.sampling))
-    sample = make_sampler(unet, model_config, config.sampler)
+        sample = make_sampler(unet, model_config, config.sampler, adp, targets, config.guidance)
+    except ValueError as e:  # e.g. per-step ADP heads for other timesteps
+        raise UserError(str(e)) from None
     if config.classifier == "none":  # e.g. a real model before a labeller for it exists
         label = lambda images: {}
     else:
         label = make_labeller(load_classifier(config.classifier or None))
-    wanted = _check_output_dir(config)
+    wanted = configs.to_dict(config)
+    wanted.pop("png")  # writing PNGs as well does not change the data set
+    shards.prepare_output_dir(config.out, wanted)
     out = pathlib.Path(config.out)
-    num_shards = -(-config.num_images // config.shard_size)
-    bar = tqdm(total=config.num_images, desc="generate", unit="img", dynamic_ncols=True)
     if config.png:
         (out / "png").mkdir(exist_ok=True)
-    start_time, made = time.time(), 0
-    for shard in range(num_shards):
-        lo = shard * config.shard_size
-        hi = min(lo + config.shard_size, config.num_images)
-        if generated.shard_path(out, shard).exists():
-            bar.update(hi - lo)
-            continue
+
+    def make_records(idx: np.ndarray, count: int) -> list[bytes]:
+        images = to_uint8(sample(sample_keys(config.seed, idx))[0])
+        probs = jax.device_get(label(images))
         records = []
-        for b in range(lo, hi, config.batch_size):
-            # Pad the last batch to the full size so the sampler compiles once.
-            idx = np.arange(b, b + config.batch_size)
-            images = to_uint8(sample(sample_keys(config.seed, idx))[0])
-            probs = jax.device_get(label(images))
-            for j in range(min(config.batch_size, hi - b)):
-                p = {n: v[j] for n, v in probs.items()}
-                records.append(generated.encode_record(
-                    images[j], idx[j], config.seed, {n: int(np.argmax(v)) for n, v in p.items()}, p))
-                if config.png:
-                    Image.fromarray(images[j]).save(out / "png" / f"{idx[j]:08d}.png")
-            bar.update(min(config.batch_size, hi - b))
-            made += min(config.batch_size, hi - b)
-        generated.write_shard(generated.shard_path(out, shard), records)
+        for j in range(count):
+            p = {n: v[j] for n, v in probs.items()}
+            records.append(generated.encode_record(
+                images[j], idx[j], config.seed, {n: int(np.argmax(v)) for n, v in p.items()}, p))
+            if config.png:
+                Image.fromarray(images[j]).save(out / "png" / f"{idx[j]:08d}.png")
+        return records
+
+    bar = tqdm(total=config.num_images, desc="generate", unit="img", dynamic_ncols=True)
+    start_time = time.time()
+    made = shards.fill_missing_shards(out, config.num_images, config.shard_size,
+                                      config.batch_size, make_records, bar)
     bar.close()
     elapsed = time.time() - start_time
     manifest = build_manifest(out, wanted)
     manifest["last_run"] = {"generated": made, "seconds": round(elapsed, 2),
                             "images_per_second": round(made / elapsed, 3) if made else None}
-    generated.write_json_atomic(out / "manifest.json", manifest)
+    shards.write_json_atomic(out / "manifest.json", manifest)
     return manifest
 
 
@@ -141,8 +159,8 @@ def build_manifest(out: pathlib.Path, config: dict) -> dict:
     """Counts and class shares of the labels in every shard under `out`."""
     counts: dict[str, list[int]] = {}
     total = 0
-    for f in generated.shard_files(out):
-        for r in generated.read_shard(f):
+    for f in shards.shard_files(out):
+        for r in shards.read_shard(f):
             total += 1
             for attr, probs in r["probs"].items():
                 c = counts.setdefault(attr, [0] * len(probs))
@@ -150,7 +168,7 @@ def build_manifest(out: pathlib.Path, config: dict) -> dict:
     return {
         "config": config,
         "num_images": total,
-        "num_shards": len(generated.shard_files(out)),
+        "num_shards": len(shards.shard_files(out)),
         "counts": counts,
         "shares": {a: [round(v / total, 6) for v in c] for a, c in counts.items()},
     }

@@ -1,8 +1,9 @@
 """Jit-compiled samplers built from a UNet: unguided, or distribution-guided in h-space.
 
-A sampler maps per-sample keys [B] to images [B, H, W, C] in [-1, 1] (plus, when guided, the batch
-distributions p_hat at every step). Both kinds evaluate the UNet once per step: the guided one
-splits it at h (`encode` -> guide h -> `decode`), with the gradient taken through the ADP only.
+A sampler maps per-sample keys [B] to images [B, H, W, C] in [-1, 1] and a trace (the batch
+distributions p_hat at every step when guided; h at every step on request). Both kinds evaluate
+the UNet once per step: the guided one splits it at h (`encode` -> guide h -> `decode`), with the
+gradient taken through the ADP only.
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ def check_adp_fits(adp: ADP, unet: UNet, timesteps: np.ndarray) -> None:
 
 def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
                  adp: ADP | None = None, targets: Sequence[Target] = (),
-                 guidance: GuidanceConfig | None = None):
-    """Returns a jitted keys [B] -> (images [B, H, W, C] in [-1, 1], p_hat per target [S, K]).
+                 guidance: GuidanceConfig | None = None, record_h: bool = False):
+    """Returns a jitted keys [B] -> (images [B, H, W, C] in [-1, 1], trace).
 
-    Without adp/targets the sampler is unguided and p_hat is empty. Fields of `config` left None
-    take the model's sampling defaults.
+    trace["p_hat"]: target name -> batch distribution before each step's update [S, K] (guided
+    only); trace["h"]: h at every step, [S, B, h, w, c] float16 (before guidance), if record_h.
+    Without adp/targets the sampler is unguided. Fields of `config` left None take the model's
+    sampling defaults.
     """
     config, ts, alpha_bar, final = sampling_plan(model_config, config)
     guided = adp is not None and len(targets) > 0
@@ -70,16 +73,40 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
         unet, predictor = nnx.merge(graphdef, state)
 
         def model_fn(x, t, i):
-            if not guided:
-                return unet(x, t), {}
             enc = unet.encode(x, t)
-            scale = step_scale(guidance, i, betas[t[0]], len(ts))
-            h, p_hats = guide_h(enc.h, lambda h: predictor(h, t, i), targets, guidance, scale)
-            return unet.decode(h, enc.skips, enc.temb), p_hats
+            trace, h = {}, enc.h
+            if record_h:
+                trace["h"] = h.astype(jnp.float16)
+            if guided:
+                scale = step_scale(guidance, i, betas[t[0]], len(ts))
+                h, trace["p_hat"] = guide_h(h, lambda h: predictor(h, t, i), targets, guidance,
+                                            scale)
+            return unet.decode(h, enc.skips, enc.temb), trace
 
         x_T = samplers.initial_noise(keys, shape)
-        x0, p_hats = samplers.sample(model_fn, x_T, keys, alpha_bar, ts, config.method,
-                                     config.eta, c.prediction_type, config.clip_range, final)
-        return jnp.clip(x0, -1, 1), p_hats
+        x0, trace = samplers.sample(model_fn, x_T, keys, alpha_bar, ts, config.method,
+                                    config.eta, c.prediction_type, config.clip_range, final)
+        return jnp.clip(x0, -1, 1), trace
 
     return lambda keys: sample(state, keys)
+
+
+def make_h_inverter(model: UNet, model_config: ModelConfig, config: SamplerConfig):
+    """Returns a jitted images [B, H, W, C] in [-1, 1] -> h [S, B, h, w, c] float16: DDIM
+    inversion (eta 0) through the sampler's timesteps, h in sampling order (step 0 = noisiest)."""
+    config, ts, alpha_bar, _ = sampling_plan(model_config, config)
+    graphdef, state = nnx.split(model)
+    prediction_type = model.config.prediction_type
+
+    @jax.jit
+    def invert(state, x0):
+        unet = nnx.merge(graphdef, state)
+
+        def model_fn(x, t, i):
+            enc = unet.encode(x, t)
+            return unet.decode(enc.h, enc.skips, enc.temb), enc.h.astype(jnp.float16)
+
+        _, hs = samplers.invert(model_fn, x0, alpha_bar, ts, prediction_type)
+        return hs[::-1]  # inversion visits timesteps ascending
+
+    return lambda images: invert(state, images)

@@ -11,9 +11,10 @@ import argparse
 import json
 import sys
 
-from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
+from dg_jax.flags import add_sampler_flags, sampler_from_flags
 from dg_jax.generation import GenerateConfig, run
+from dg_jax.guidance.distribution import GuidanceConfig
 
 
 def parse_args(argv=None) -> GenerateConfig:
@@ -29,27 +30,39 @@ def parse_args(argv=None) -> GenerateConfig:
     p.add_argument("--classifier", default="",
                    help="labeller bundle (default: the embedded SynthFaces classifier); "
                         "'none' writes unlabelled images")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps")
-    p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
-                   help="timestep spacing (default: the model's)")
-    p.add_argument("--steps-offset", type=int, help="offset of leading timesteps (default: model's)")
-    p.add_argument("--method", dest="sampler_method", default="ddim", choices=["ddim", "ddpm"])
-    p.add_argument("--eta", type=float, default=1.0,
-                   help="DDIM noise (1: as the original code; 0: deterministic)")
-    p.add_argument("--clip-sample", type=float,
-                   help="clip x0_hat to [-c, c] each step; 0: off, as the paper (default: the "
-                        "model's; 1 for the embedded model)")
+    add_sampler_flags(p)
+    g = p.add_argument_group("guidance")
+    g.add_argument("--method", default="none", choices=["none", "distribution"],
+                   help="guidance method (default: none = unguided)")
+    g.add_argument("--target", action="append", default=[],
+                   help="target distribution, e.g. hair=0.5,0.5 or skin=uniform; repeatable")
+    g.add_argument("--joint", action="append", default=[],
+                   help="joint target over attributes, e.g. hair,skin=uniform (row-major cells)")
+    g.add_argument("--adp", default="", help="ADP bundle trained for --model")
+    g.add_argument("--guidance-scale", type=float, default=GuidanceConfig.scale,
+                   help="per-sample step size s (batch-size independent)")
+    g.add_argument("--guidance-loss", default=GuidanceConfig.loss, choices=["chi_square", "kl", "l2"])
+    g.add_argument("--temperature", type=float, default=GuidanceConfig.temperature,
+                   help="softmax temperature of the ADP logits (original code: 8)")
+    g.add_argument("--guidance-start", type=int, default=GuidanceConfig.start_step,
+                   help="first guided loop step (0 = the noisiest)")
+    g.add_argument("--guidance-end", type=int, help="guide steps before this one (default: all)")
+    g.add_argument("--guidance-schedule", default=GuidanceConfig.schedule,
+                   choices=["beta_power", "constant"])
     p.add_argument("--png", action="store_true", help="also write OUT/png/<index>.png")
     a = p.parse_args(argv)
+    sampler = sampler_from_flags(a)
     try:
-        sampler = SamplerConfig(num_steps=a.steps, method=a.sampler_method, eta=a.eta,
-                                spacing=a.spacing, steps_offset=a.steps_offset,
-                                clip_sample=a.clip_sample)
+        guidance = GuidanceConfig(loss=a.guidance_loss, scale=a.guidance_scale,
+                                  temperature=a.temperature, start_step=a.guidance_start,
+                                  end_step=a.guidance_end, schedule=a.guidance_schedule)
     except ValueError as e:
         raise UserError(str(e)) from None
     return GenerateConfig(out=a.out, num_images=a.num_images, seed=a.seed,
                           batch_size=a.batch_size, shard_size=a.shard_size, model=a.model,
-                          classifier=a.classifier, sampler=sampler, png=a.png)
+                          classifier=a.classifier, sampler=sampler, method=a.method,
+                          targets=tuple(a.target + a.joint), adp=a.adp, guidance=guidance,
+                          png=a.png)
 
 
 def main(argv=None) -> int:

@@ -235,3 +235,31 @@ def test_generate_cli_on_a_diffusers_pipeline(tmp_path):
     assert generate.main(args) == 0  # the same command again: nothing to do, same config
     bad = args + ["--steps-offset", "0"]
     assert generate.main(bad) == 2  # another config into the same --out is refused
+
+
+def test_hspace_collection_and_adp_training_on_a_diffusers_model(tmp_path):
+    from flax import nnx
+    from helpers import TINY_CLASSIFIER
+
+    from dg_jax import configs
+    from dg_jax.checkpoints import save_bundle
+    from dg_jax.models.classifier import AttributeClassifier
+    from dg_jax.training.adp import ADPTrainConfig, train
+    from train import collect_hspace
+
+    save_pipeline(tmp_path / "pipe", torch_unet(CONFIGS["attention_low_res"]))
+    classifier = AttributeClassifier(TINY_CLASSIFIER, rngs=nnx.Rngs(0))
+    save_bundle(tmp_path / "clf", "classifier", configs.to_dict(TINY_CLASSIFIER), classifier)
+    assert collect_hspace.main(["--out", str(tmp_path / "h"), "--model", str(tmp_path / "pipe"),
+                                "--classifier", str(tmp_path / "clf"), "--num-samples", "8",
+                                "--batch-size", "4", "--steps", "2"]) == 0
+    _, report = train(ADPTrainConfig(data=str(tmp_path / "h"), workdir=str(tmp_path / "adp"),
+                                     hidden=8, time_dim=8, holdout=0.25, batch_size=2, steps=2,
+                                     export=str(tmp_path / "adp_bundle")))
+    assert report["heldout_samples"] == 2 and len(report["timesteps"]) == 2
+    # Guided generation on the converted model with the ADP trained for it.
+    from sample import generate
+    assert generate.main(["--out", str(tmp_path / "out"), "--model", str(tmp_path / "pipe"),
+                          "--classifier", str(tmp_path / "clf"), "--num-images", "4",
+                          "--batch-size", "4", "--steps", "2", "--method", "distribution",
+                          "--adp", str(tmp_path / "adp_bundle"), "--target", "skin=uniform"]) == 0

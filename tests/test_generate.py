@@ -6,7 +6,7 @@ from flax import nnx
 from helpers import TINY_CLASSIFIER, TINY_UNET
 
 from dg_jax import checkpoints
-from dg_jax.data import generated
+from dg_jax.data import generated, shards
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import ConfigMismatchError
 from dg_jax.generation import GenerateConfig, run
@@ -37,7 +37,7 @@ def config(bundles, out, **kw):
 def test_generate_writes_readable_deterministic_shards(bundles, tmp_path):
     manifest = run(config(bundles, tmp_path / "a", png=True))
     data = generated.read_generated(tmp_path / "a")
-    assert len(generated.shard_files(tmp_path / "a")) == 2
+    assert len(shards.shard_files(tmp_path / "a")) == 2
     assert data["image"].shape == (10, 8, 8, 3) and data["image"].dtype == np.uint8
     np.testing.assert_array_equal(data["index"], np.arange(10))
     assert data["index"].dtype == np.int64 and data["label_skin"].dtype == np.int32
@@ -59,14 +59,14 @@ def test_generate_writes_readable_deterministic_shards(bundles, tmp_path):
 def test_rerun_skips_finished_shards_and_refuses_other_configs(bundles, tmp_path):
     out = tmp_path / "d"
     run(config(bundles, out))
-    first = generated.shard_path(out, 0).read_bytes()
-    generated.shard_path(out, 1).unlink()  # as if interrupted before the last shard
+    first = shards.shard_path(out, 0).read_bytes()
+    shards.shard_path(out, 1).unlink()  # as if interrupted before the last shard
     manifest = run(config(bundles, out))
     assert manifest["last_run"]["generated"] == 4 and manifest["num_images"] == 10
-    assert generated.shard_path(out, 0).read_bytes() == first
+    assert shards.shard_path(out, 0).read_bytes() == first
     with pytest.raises(ConfigMismatchError, match="another config"):
         run(config(bundles, out, seed=99))
-    assert generated.shard_path(out, 0).read_bytes() == first
+    assert shards.shard_path(out, 0).read_bytes() == first
 
 
 def test_cli_errors_are_one_line_and_exit_2(bundles, tmp_path, capsys):

@@ -37,6 +37,14 @@ def test_loss_formulas_for_interior_targets():
     np.testing.assert_allclose(losses.chi_square(p, q), np.sum((p - q) ** 2 / q), rtol=1e-6)
     np.testing.assert_allclose(losses.kl(p, q), np.sum(p * np.log(p / q)), rtol=1e-6)
     np.testing.assert_allclose(losses.l2(p, q), np.sum((p - q) ** 2), rtol=1e-6)
+    # Gradients by hand: chi2' = 2 (p - q) / q, KL' = log(p / q) + 1, L2' = 2 (p - q).
+    np.testing.assert_allclose(jax.grad(losses.chi_square)(p, q), 2 * (p - q) / q, rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(losses.kl)(p, q), np.log(p / q) + 1, rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(losses.l2)(p, q), 2 * (p - q), rtol=1e-5)
+    # A forbidden class (q_k = 0) weighs 1 / MIN_PROB.
+    zero = jnp.array([0.0, 1.0])
+    np.testing.assert_allclose(losses.chi_square(jnp.array([0.1, 0.9]), zero),
+                               0.01 / losses.MIN_PROB + 0.01, rtol=1e-5)
 
 
 def test_parse_targets_and_joint_cells():

@@ -1,17 +1,24 @@
+import json
+
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import TINY_UNET
+from helpers import TINY_CLASSIFIER, TINY_UNET
 
+from dg_jax import configs
+from dg_jax.checkpoints import save_bundle
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.schedules import ScheduleConfig
 from dg_jax.generation import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.guidance.targets import parse_target
 from dg_jax.models.adp import ADP, ADPConfig
+from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
+from dg_jax.models.loading import save_unet
 from dg_jax.models.unet import UNet
 from dg_jax.sampling import make_sampler
+from sample import generate
 
 MODEL_CONFIG = ModelConfig(TINY_UNET, ScheduleConfig(), DEFAULT_SAMPLING)
 SAMPLER = SamplerConfig(num_steps=4, eta=0.0)
@@ -32,8 +39,8 @@ def adp():
 def run(unet, adp, scale, targets=TARGETS):
     guidance = GuidanceConfig(scale=scale, temperature=1.0, schedule="constant")
     sample = make_sampler(unet, MODEL_CONFIG, SAMPLER, adp, targets, guidance)
-    images, p_hats = sample(sample_keys(0, np.arange(8)))
-    return np.asarray(images), {k: np.asarray(v) for k, v in p_hats.items()}
+    images, trace = sample(sample_keys(0, np.arange(8)))
+    return np.asarray(images), {k: np.asarray(v) for k, v in trace.get("p_hat", {}).items()}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +53,7 @@ def test_zero_scale_is_exactly_unguided(runs):
     unguided, none = runs["unguided"]
     guided, p_hats = runs["zero"]
     assert none == {} and p_hats["hair"].shape == (4, 2)  # p_hat at each of the 4 steps
-    np.testing.assert_allclose(guided, unguided, atol=1e-6)
+    np.testing.assert_array_equal(guided, unguided)  # bit for bit
 
 
 def test_guidance_changes_the_samples_through_h(runs):
@@ -82,3 +89,52 @@ def test_adp_for_another_unet_is_refused(unet):
                          kind="linear_per_step", timesteps=(999, 500, 0))
     with pytest.raises(ValueError, match="per-step ADP was trained for 3"):
         make_sampler(unet, MODEL_CONFIG, SAMPLER, ADP(per_step, rngs=nnx.Rngs(0)), TARGETS)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, unet, adp):
+    root = tmp_path_factory.mktemp("bundles")
+    save_unet(root / "unet", unet, MODEL_CONFIG)
+    save_bundle(root / "adp", "adp", configs.to_dict(adp.config), adp)
+    other = ADPConfig(attributes=(("hair", 2),), h_shape=(8, 8, 32))
+    save_bundle(root / "other_adp", "adp", configs.to_dict(other), ADP(other, rngs=nnx.Rngs(0)))
+    classifier = AttributeClassifier(TINY_CLASSIFIER, rngs=nnx.Rngs(0))
+    save_bundle(root / "clf", "classifier", configs.to_dict(TINY_CLASSIFIER), classifier)
+    return root
+
+
+def cli_args(root, out, *extra):
+    return ["--out", str(out), "--model", str(root / "unet"), "--classifier", str(root / "clf"),
+            "--num-images", "4", "--batch-size", "4", "--steps", "3", *extra]
+
+
+def test_generate_cli_with_distribution_guidance(bundles, tmp_path):
+    args = cli_args(bundles, tmp_path / "g", "--method", "distribution", "--adp",
+                    str(bundles / "adp"), "--target", "hair=0.5,0.5", "--guidance-scale", "3")
+    assert generate.main(args) == 0
+    run = json.loads((tmp_path / "g" / "run.json").read_text())
+    assert run["method"] == "distribution" and run["targets"] == ["hair=0.5,0.5"]
+    assert run["guidance"]["scale"] == 3.0
+    assert generate.main(args) == 0  # rerun: same config, nothing to do
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--method", "distribution", "--adp", "ADP", "--target", "hair=0.6,0.6"], "sums to 1.2"),
+    (["--method", "distribution", "--adp", "ADP", "--target", "beard=0.5,0.5"],
+     "unknown attribute 'beard'"),
+    (["--method", "distribution", "--adp", "ADP", "--target", "hair=0.5,0.25,0.25"],
+     "needs 2 probabilities"),
+    (["--method", "distribution", "--target", "hair=0.5,0.5"], "needs --adp"),
+    (["--target", "hair=0.5,0.5"], "needs a guidance --method"),
+    (["--method", "distribution", "--adp", "OTHER", "--target", "hair=0.5,0.5"],
+     "ADP and UNet do not match"),
+    (["--method", "distribution", "--adp", "ADP", "--target", "hair=0.5,0.5",
+      "--temperature", "0"], "temperature"),
+])
+def test_bad_guidance_input_is_one_line_and_exit_2(bundles, tmp_path, capsys, extra, message):
+    extra = [str(bundles / "adp") if e == "ADP" else str(bundles / "other_adp") if e == "OTHER"
+             else e for e in extra]
+    assert generate.main(cli_args(bundles, tmp_path / "bad", *extra)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()  # nothing written

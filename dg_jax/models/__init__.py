@@ -7,7 +7,8 @@ from dg_jax.models.unet import UNet, UNetConfig
 
 # Loaders import dg_jax.convert, which imports this package: resolve them on first use.
 _LAZY = {"from_diffusers": "dg_jax.convert.diffusers", "load_unet": "dg_jax.models.loading",
-         "save_unet": "dg_jax.models.loading", "load_classifier": "dg_jax.models.loading"}
+         "save_unet": "dg_jax.models.loading", "load_classifier": "dg_jax.models.loading",
+         "load_adp": "dg_jax.models.loading"}
 
 __all__ = ["ModelConfig", "UNet", "UNetConfig", *_LAZY]
 

@@ -11,6 +11,7 @@ from dg_jax import checkpoints, configs
 from dg_jax.convert.diffusers import from_diffusers, is_diffusers_folder
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.classifier import AttributeClassifier, ClassifierConfig
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet, UNetConfig
@@ -54,4 +55,11 @@ def load_classifier(path: str | os.PathLike | None = None) -> AttributeClassifie
     meta = checkpoints.read_bundle_config(path)
     _check_kind(path, meta, "classifier")
     model = AttributeClassifier(ClassifierConfig.from_dict(meta["config"]), rngs=nnx.Rngs(0))
+    return checkpoints.load_params_into(path, model)
+
+
+def load_adp(path: str | os.PathLike) -> ADP:
+    meta = checkpoints.read_bundle_config(path)
+    _check_kind(path, meta, "adp")
+    model = ADP(ADPConfig.from_dict(meta["config"]), rngs=nnx.Rngs(0))
     return checkpoints.load_params_into(path, model)

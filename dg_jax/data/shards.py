@@ -1,0 +1,102 @@
+"""Resumable, exactly-once output folders of array_record shards (msgpack records).
+
+    OUT/run.json                         the config the run was started with (checked on rerun)
+    OUT/shard-00000.array_record, ...    records in index order, `shard_size` per shard
+
+A shard is written under a temporary name and renamed when complete, so a visible shard is always
+whole; rerunning the same command skips the shards that already exist, and an OUT made with
+another config is refused.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pathlib
+from collections.abc import Callable
+
+import msgpack
+import numpy as np
+from array_record.python import array_record_module as ar
+
+from dg_jax.errors import ConfigMismatchError, UserError
+
+SHARD_PATTERN = "shard-{:05d}.array_record"
+
+
+def shard_path(out_dir: str | os.PathLike, shard: int) -> pathlib.Path:
+    return pathlib.Path(out_dir) / SHARD_PATTERN.format(shard)
+
+
+def shard_files(path: str | os.PathLike) -> list[str]:
+    return sorted(glob.glob(os.path.join(path, "shard-*.array_record")))
+
+
+def write_shard(path: str | os.PathLike, records: list[bytes]) -> None:
+    """Writes all records, then renames into place: readers never see a partial shard."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    writer = ar.ArrayRecordWriter(str(tmp), "group_size:1")
+    for record in records:
+        writer.write(record)
+    writer.close()
+    os.replace(tmp, path)
+
+
+def read_shard(path: str | os.PathLike) -> list[dict]:
+    """All records of one shard, msgpack-decoded."""
+    reader = ar.ArrayRecordReader(str(path))
+    try:
+        return [msgpack.unpackb(r) for r in reader.read_all()]
+    finally:
+        reader.close()
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def prepare_output_dir(out: str | os.PathLike, config: dict) -> None:
+    """Creates OUT with run.json = config, or checks that an existing OUT has this config."""
+    out = pathlib.Path(out)
+    run_file = out / "run.json"
+    if run_file.exists():
+        saved = json.loads(run_file.read_text())
+        if saved != config:
+            diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+            raise ConfigMismatchError(f"{out} holds data made with another config "
+                                      f"(differs in {diff}); choose a new --out")
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not a dg-jax output directory; choose a new --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(run_file, config)
+
+
+def fill_missing_shards(out: str | os.PathLike, num_items: int, shard_size: int, batch_size: int,
+                        make_records: Callable[[np.ndarray, int], list[bytes]], bar=None) -> int:
+    """Writes every shard of items [0, num_items) that is not on disk yet; returns items made.
+
+    make_records(indices [batch_size], count) returns the records of the first `count` indices;
+    the last batch of a shard is padded to batch_size so a jitted producer compiles once.
+    """
+    made = 0
+    for shard in range(-(-num_items // shard_size)):
+        lo, hi = shard * shard_size, min((shard + 1) * shard_size, num_items)
+        if shard_path(out, shard).exists():
+            if bar is not None:
+                bar.update(hi - lo)
+            continue
+        records = []
+        for start in range(lo, hi, batch_size):
+            count = min(batch_size, hi - start)
+            records.extend(make_records(np.arange(start, start + batch_size), count))
+            made += count
+            if bar is not None:
+                bar.update(count)
+        write_shard(shard_path(out, shard), records)
+    return made

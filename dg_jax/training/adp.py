@@ -1,0 +1,150 @@
+"""Trains the Attribute Distribution Predictor on collected h-space trajectories.
+
+Each update takes `batch_size` samples with h at all S steps (B * S training pairs) and their
+pseudo-labels; the loss is cross-entropy per attribute, class-balanced (pseudo-labels of a biased
+model are skewed, and the minority classes are the ones guidance must recognise). Held-out samples
+give the accuracy per sampling step and attribute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dg_jax import checkpoints, configs
+from dg_jax.data.hspace import HSpaceSource
+from dg_jax.errors import UserError
+from dg_jax.models.adp import ADP, ADPConfig
+from dg_jax.training import common
+
+
+@dataclasses.dataclass(frozen=True)
+class ADPTrainConfig:
+    data: str = "runs/hspace"  # a train.collect_hspace output folder
+    workdir: str = "runs/adp"
+    kind: str = "mlp"  # mlp (paper) | linear_per_step (original code)
+    features: str = "pool"  # mlp input: pool | flatten
+    hidden: int = 256
+    time_dim: int = 64
+    holdout: float = 0.15  # fraction of samples held out for the accuracy table
+    batch_size: int = 32  # samples per update, each with all its steps
+    steps: int = 1_500
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    data_seed: int = 0  # shuffles the training samples (the split is fixed by sample index)
+    save_every: int = 500
+    log_every: int = 25
+    export: str = ""  # write the trained ADP as a bundle here
+
+
+def split_indices(n: int, holdout: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) record indices: every k-th record is held out, k = round(1 / holdout)."""
+    every = max(2, round(1 / holdout))
+    held = np.arange(n) % every == every - 1
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def load_batch(source: HSpaceSource, indices, attributes) -> dict:
+    """h float32 [B, S, h, w, c], labels attr -> int32 [B]."""
+    records = source.__getitems__(indices)
+    return {"h": np.stack([r["h"] for r in records]).astype(np.float32),
+            "labels": {a: np.asarray([r["labels"][a] for r in records], np.int32)
+                       for a in attributes}}
+
+
+def per_step_logits(graphdef, params, h: jax.Array, timesteps: jax.Array) -> dict:
+    """ADP logits for every (sample, step): h [B, S, ...], timesteps [S] -> attr -> [S, B, K]."""
+    steps = jnp.arange(h.shape[1])
+    t = jnp.broadcast_to(timesteps[:, None], (h.shape[1], h.shape[0]))
+    apply = lambda h_s, t_s, i: nnx.merge(graphdef, params)(h_s, t_s, i)  # noqa: E731
+    return jax.vmap(apply)(jnp.swapaxes(h, 0, 1), t, steps)
+
+
+def class_weights(labels: np.ndarray, k: int) -> np.ndarray:
+    """[K] weights that make every class count equally (0 for absent classes)."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    present = counts > 0
+    w = np.zeros(k)
+    w[present] = len(labels) / (present.sum() * counts[present])
+    return w.astype(np.float32)
+
+
+def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
+    """Trains (or resumes); returns (ADP, report with held-out accuracy per step)."""
+    run = json.loads((pathlib.Path(config.data) / "run.json").read_text())
+    source = HSpaceSource(config.data)
+    first = source[0]
+    timesteps = tuple(first["timesteps"])
+    attributes = tuple((a, len(p)) for a, p in first["probs"].items())
+    if not attributes:
+        raise UserError(f"{config.data} has no labels; collect it with a classifier")
+    adp_config = ADPConfig(attributes=attributes, h_shape=tuple(first["h_shape"][1:]),
+                           kind=config.kind, features=config.features, hidden=config.hidden,
+                           time_dim=config.time_dim,
+                           timesteps=timesteps if config.kind == "linear_per_step" else None)
+    train_idx, held_idx = split_indices(len(source), config.holdout)
+    all_labels = load_batch(source, train_idx, [a for a, _ in attributes])["labels"]
+    weights = {a: jnp.asarray(class_weights(all_labels[a], k)) for a, k in attributes}
+    ts = jnp.asarray(timesteps, jnp.float32)
+
+    model = ADP(adp_config, rngs=nnx.Rngs(config.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate,
+                                                  min(100, config.steps // 10), config.steps)
+    optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
+    state = dict(params=params, opt=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+
+    def loss_fn(params, batch):
+        logits = per_step_logits(graphdef, params, batch["h"], ts)
+        total = 0.0
+        for a, _ in attributes:
+            y = jnp.broadcast_to(batch["labels"][a], logits[a].shape[:2])
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits[a], y)
+            w = weights[a][y]
+            total = total + jnp.sum(w * ce) / jnp.sum(w)
+        return total
+
+    @jax.jit
+    def train_step(state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch)
+        updates, opt = optimizer.update(grads, state["opt"], state["params"])
+        return dict(params=optax.apply_updates(state["params"], updates), opt=opt,
+                    step=state["step"] + 1), loss
+
+    names = [a for a, _ in attributes]
+    state = common.fit(config, state, train_step,
+                       lambda idx: load_batch(source, train_idx[idx], names), len(train_idx),
+                       "adp")
+    params = jax.device_get(state["params"])
+    model = nnx.merge(graphdef, params)
+    report = {"attributes": dict(attributes), "timesteps": list(timesteps),
+              "train_samples": len(train_idx), "heldout_samples": len(held_idx),
+              "source": run.get("source"),
+              "heldout_accuracy": heldout_accuracy(graphdef, params, source, held_idx, names,
+                                                   ts)}
+    if config.export:
+        checkpoints.save_bundle(config.export, "adp", configs.to_dict(adp_config), model,
+                                extra={"report": report, "hspace_run": run})
+    return model, report
+
+
+def heldout_accuracy(graphdef, params, source, indices, names, ts, batch: int = 64) -> dict:
+    """attr -> per-step accuracy [S] (list) over the held-out records."""
+    predict = jax.jit(lambda p, h: {a: jnp.argmax(v, -1)
+                                    for a, v in per_step_logits(graphdef, p, h, ts).items()})
+    correct, total = {a: 0 for a in names}, 0
+    for start in range(0, len(indices), batch):
+        b = load_batch(source, indices[start:start + batch], names)
+        pred = jax.device_get(predict(params, b["h"]))
+        for a in names:
+            correct[a] = correct[a] + np.sum(pred[a] == b["labels"][a][None, :], axis=1)
+        total += len(b["h"])
+    return {a: [round(float(c) / total, 4) for c in correct[a]] for a in names}

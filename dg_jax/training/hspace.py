@@ -1,0 +1,101 @@
+"""Collect h-space trajectories with pseudo-labels: the ADP's training data.
+
+Two sources of labelled h (METHOD.md section 3):
+  generate  sample from the model, record h at every step, label the final image with the
+            attribute classifier (the h the guided sampler will actually see);
+  invert    DDIM-invert SynthFaces images (the original code's path) and record h at every
+            inversion step, labelled by the classifier.
+Shards are written resumably (rerun = continue) and memory does not grow with num_samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from dg_jax import configs
+from dg_jax.data import shards, synthfaces
+from dg_jax.data.hspace import encode_h_record
+from dg_jax.data.images import to_model_range, to_uint8
+from dg_jax.diffusion.sampler_config import SamplerConfig
+from dg_jax.errors import UserError
+from dg_jax.generation import load_model, make_labeller, sample_keys
+from dg_jax.models.loading import load_classifier
+from dg_jax.sampling import make_h_inverter, make_sampler, sampling_plan
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectConfig:
+    out: str = "runs/hspace"
+    num_samples: int = 2048
+    source: str = "generate"  # generate | invert
+    seed: int = 0
+    batch_size: int = 64
+    shard_size: int = 256  # samples per shard (~0.8 MB each for the embedded model's h)
+    model: str = ""  # UNet bundle or diffusers folder; empty: the embedded default
+    classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier
+    sampler: SamplerConfig = SamplerConfig()
+    invert_probs: str = "uniform"  # SynthFaces class probabilities of inverted images
+
+    def validate(self) -> None:
+        if self.source not in ("generate", "invert"):
+            raise UserError(f"unknown --source {self.source!r}; use generate or invert")
+        if self.invert_probs not in ("uniform", "biased"):
+            raise UserError(f"unknown --invert-probs {self.invert_probs!r}; use uniform or biased")
+        for name in ("num_samples", "batch_size", "shard_size"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive")
+
+
+def collect(config: CollectConfig) -> dict:
+    """Writes the h-space shards (skipping finished ones); returns a summary."""
+    config.validate()
+    unet, model_config, config = load_model(config)
+    _, timesteps, _, _ = sampling_plan(model_config, config.sampler)
+    label = make_labeller(load_classifier(config.classifier or None))
+    wanted = {**configs.to_dict(config), "timesteps": [int(t) for t in timesteps]}
+    shards.prepare_output_dir(config.out, wanted)
+
+    if config.source == "generate":
+        sample = make_sampler(unet, model_config, config.sampler, record_h=True)
+
+        def images_and_h(idx):
+            images, trace = sample(sample_keys(config.seed, idx))
+            return to_uint8(images), trace["h"]
+    else:
+        invert = make_h_inverter(unet, model_config, config.sampler)
+        probs = None if config.invert_probs == "uniform" else synthfaces.BIASED_PROBS
+        size = unet.config.sample_size
+
+        def images_and_h(idx):
+            # One SynthFaces draw per batch, seeded by (seed, first index): any shard can be
+            # rebuilt alone.
+            images, _ = synthfaces.generate(len(idx), int(config.seed * 1_000_003 + idx[0]),
+                                            probs, size)
+            return images, invert(to_model_range(images))
+
+    def make_records(idx: np.ndarray, count: int) -> list[bytes]:
+        images, hs = images_and_h(idx)
+        hs = np.asarray(jax.device_get(hs))  # [S, B, h, w, c]
+        probs = jax.device_get(label(images))
+        records = []
+        for j in range(count):
+            p = {n: v[j] for n, v in probs.items()}
+            records.append(encode_h_record(hs[:, j], timesteps, idx[j], config.seed,
+                                           {n: int(np.argmax(v)) for n, v in p.items()}, p))
+        return records
+
+    bar = tqdm(total=config.num_samples, desc=f"h-space ({config.source})", unit="sample",
+               dynamic_ncols=True)
+    made = shards.fill_missing_shards(config.out, config.num_samples, config.shard_size,
+                                      config.batch_size, make_records, bar)
+    bar.close()
+    summary = {"num_samples": config.num_samples, "made_now": made,
+               "num_shards": len(shards.shard_files(config.out)),
+               "h_shape": list(unet.config.h_shape), "steps": len(timesteps)}
+    shards.write_json_atomic(pathlib.Path(config.out) / "summary.json", summary)
+    return summary

@@ -1,0 +1,92 @@
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from helpers import TINY_CLASSIFIER, TINY_UNET
+
+from dg_jax import configs
+from dg_jax.checkpoints import save_bundle
+from dg_jax.data.hspace import HSpaceSource
+from dg_jax.data.shards import shard_files
+from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
+from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.errors import ConfigMismatchError
+from dg_jax.models.classifier import AttributeClassifier
+from dg_jax.models.config import ModelConfig
+from dg_jax.models.loading import save_unet
+from dg_jax.models.unet import UNet
+from dg_jax.training.hspace import CollectConfig, collect
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    unet = UNet(TINY_UNET, rngs=nnx.Rngs(0))
+    save_unet(root / "unet", unet, ModelConfig(TINY_UNET, ScheduleConfig(), DEFAULT_SAMPLING))
+    classifier = AttributeClassifier(TINY_CLASSIFIER, rngs=nnx.Rngs(0))
+    save_bundle(root / "classifier", "classifier", configs.to_dict(TINY_CLASSIFIER), classifier)
+    return root, unet
+
+
+@pytest.mark.parametrize("source", ["generate", "invert"])
+def test_collect_writes_labelled_h_trajectories_and_resumes(bundles, tmp_path, source):
+    root, unet = bundles
+    config = CollectConfig(out=str(tmp_path / "h"), num_samples=5, source=source, batch_size=2,
+                           shard_size=3, model=str(root / "unet"),
+                           classifier=str(root / "classifier"), sampler=SamplerConfig(num_steps=3))
+    summary = collect(config)
+    assert summary["num_shards"] == 2 and summary["steps"] == 3
+    source_ = HSpaceSource(tmp_path / "h")
+    assert len(source_) == 5
+    r = source_[4]
+    assert r["h"].shape == (3, *TINY_UNET.h_shape) and r["h"].dtype == np.float16
+    assert r["index"] == 4 and len(r["timesteps"]) == 3 and r["timesteps"][0] > r["timesteps"][-1]
+    assert set(r["labels"]) == {"hair", "glasses", "skin", "smile"}
+    assert np.all(np.isfinite(r["h"].astype(np.float32)))
+    # A rerun after losing the last shard rebuilds it bit for bit.
+    last = shard_files(tmp_path / "h")[-1]
+    before = open(last, "rb").read()
+    os.remove(last)
+    assert collect(config)["made_now"] == 2
+    assert open(last, "rb").read() == before
+    with pytest.raises(ConfigMismatchError):
+        collect(CollectConfig(**{**config.__dict__, "seed": 1}))
+
+
+def test_inverted_h_at_the_last_step_is_the_forward_pass_h(bundles, tmp_path):
+    """The inverter's step-0 h is h at the largest timestep of the inverted latent; its last
+    (cleanest) h is the encoder's h of the image itself at the smallest timestep."""
+    from dg_jax.sampling import make_h_inverter
+    root, unet = bundles
+    model_config = ModelConfig(TINY_UNET, ScheduleConfig(), DEFAULT_SAMPLING)
+    invert = make_h_inverter(unet, model_config, SamplerConfig(num_steps=3))
+    x0 = jnp.asarray(np.random.RandomState(0).uniform(-1, 1, (2, 8, 8, 3)), jnp.float32)
+    hs = invert(x0)
+    assert hs.shape == (3, 2, *TINY_UNET.h_shape)
+    t_min = jnp.full((2,), 332)  # trailing spacing of 3 steps: 999, 666, 332 (smallest last)
+    expected = unet.encode(x0, t_min).h
+    np.testing.assert_allclose(np.asarray(hs[-1], np.float32), expected, atol=2e-2)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear_per_step"])
+def test_train_adp_on_collected_h(bundles, tmp_path, kind):
+    from dg_jax.models.loading import load_adp
+    from dg_jax.training.adp import ADPTrainConfig, train
+
+    root, _ = bundles
+    data = tmp_path / "h"
+    collect(CollectConfig(out=str(data), num_samples=12, batch_size=4, shard_size=6,
+                          model=str(root / "unet"), classifier=str(root / "classifier"),
+                          sampler=SamplerConfig(num_steps=3)))
+    config = ADPTrainConfig(data=str(data), workdir=str(tmp_path / "adp"), kind=kind, hidden=16,
+                            time_dim=8, holdout=0.25, batch_size=4, steps=6, save_every=3,
+                            export=str(tmp_path / "bundle"))
+    model, report = train(config)
+    acc = report["heldout_accuracy"]
+    assert set(acc) == {"hair", "glasses", "skin", "smile"} and report["heldout_samples"] == 3
+    assert all(len(v) == 3 and all(0 <= a <= 1 for a in v) for v in acc.values())
+    loaded = load_adp(tmp_path / "bundle")
+    assert loaded.config == model.config
+    assert (loaded.config.timesteps is not None) == (kind == "linear_per_step")

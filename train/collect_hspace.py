@@ -1,0 +1,53 @@
+"""Collects labelled h-space trajectories for ADP training (resumable; rerun to continue).
+
+    python -m train.collect_hspace --out runs/hspace --num-samples 2048 [--source generate]
+    python -m train.collect_hspace --out runs/hspace_inv --source invert --num-samples 2048
+
+--source generate records h along the generation path and labels the final images with the
+classifier; --source invert DDIM-inverts SynthFaces images (the original code's path). Takes
+--model and the sampler flags of sample.generate; the ADP trained on the result serves samplers
+with the same timesteps.
+"""
+
+import argparse
+import json
+import sys
+
+from dg_jax.errors import UserError
+from dg_jax.flags import add_sampler_flags, sampler_from_flags
+from dg_jax.training.hspace import CollectConfig, collect
+
+
+def parse_args(argv=None) -> CollectConfig:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--num-samples", type=int, default=2048)
+    p.add_argument("--source", default="generate", choices=["generate", "invert"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--shard-size", type=int, default=256, help="samples per shard")
+    p.add_argument("--model", default="", help="UNet bundle or diffusers folder")
+    p.add_argument("--classifier", default="", help="labeller bundle (default: embedded)")
+    p.add_argument("--invert-probs", default="uniform", choices=["uniform", "biased"],
+                   help="class probabilities of the SynthFaces images to invert")
+    add_sampler_flags(p)
+    a = p.parse_args(argv)
+    return CollectConfig(out=a.out, num_samples=a.num_samples, source=a.source, seed=a.seed,
+                         batch_size=a.batch_size, shard_size=a.shard_size, model=a.model,
+                         classifier=a.classifier, sampler=sampler_from_flags(a),
+                         invert_probs=a.invert_probs)
+
+
+def main(argv=None) -> int:
+    try:
+        summary = collect(parse_args(argv))
+    except (UserError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
