@@ -6,7 +6,7 @@
 # (copy it over dg_jax/assets/synthfaces_unet to ship it).
 # The classifier: python -m train.train_classifier --steps 1200 --export dg_jax/assets/synthfaces_classifier
 set -euo pipefail
-FINE_TUNE_STEPS=${1:-FT_STEPS}
+FINE_TUNE_STEPS=${1:-1400}
 export XLA_FLAGS=--xla_force_host_platform_device_count=2   # data parallel over 2 CPU devices
 [ -e runs/unet_ema_7200 ] || python -m train.train_ddpm --workdir runs/synthfaces_unet \
     --batch-size 32 --warmup-steps 200 --steps 7200 --save-every 200 --export runs/unet_ema_7200
