@@ -57,10 +57,11 @@ class HSpaceSource:
         return [decode_h_record(r) for r in self._source.__getitems__(list(indices))]
 
 
-def read_labels(source: HSpaceSource) -> dict[str, np.ndarray]:
-    """attribute -> int32 [N] labels of every record (decodes each record once)."""
+def read_labels(source: HSpaceSource, indices=None) -> dict[str, np.ndarray]:
+    """attribute -> int32 labels of the records at `indices` (default: all), one record in
+    memory at a time."""
     labels: dict[str, list[int]] = {}
-    for i in range(len(source)):
-        for a, v in source[i]["labels"].items():
+    for i in range(len(source)) if indices is None else indices:
+        for a, v in msgpack.unpackb(source._source[int(i)])["labels"].items():
             labels.setdefault(a, []).append(v)
     return {a: np.asarray(v, np.int32) for a, v in labels.items()}

@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 
 from dg_jax import checkpoints, configs
-from dg_jax.data.hspace import HSpaceSource
+from dg_jax.data.hspace import HSpaceSource, read_labels
 from dg_jax.errors import UserError
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.training import common
@@ -91,7 +91,7 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
                            time_dim=config.time_dim,
                            timesteps=timesteps if config.kind == "linear_per_step" else None)
     train_idx, held_idx = split_indices(len(source), config.holdout)
-    all_labels = load_batch(source, train_idx, [a for a, _ in attributes])["labels"]
+    all_labels = read_labels(source, train_idx)  # labels only: memory stays flat
     weights = {a: jnp.asarray(class_weights(all_labels[a], k)) for a, k in attributes}
     ts = jnp.asarray(timesteps, jnp.float32)
 
