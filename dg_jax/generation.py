@@ -64,17 +64,15 @@ class GenerateConfig:
 GUIDANCE_METHODS = ("none", "distribution")
 
 
-def load_guidance(config: GenerateConfig, unet) -> tuple[object, list[Target]]:
-    """(ADP, validated targets) for a guided run, or (None, []) for an unguided one."""
+def load_guidance(config: GenerateConfig) -> tuple[object, list[Target]]:
+    """(ADP, validated targets) for a guided run, or (None, []) for an unguided one. Whether the
+    ADP fits the UNet is checked by `make_sampler`."""
     if config.method == "none":
         return None, []
     try:
         adp = load_adp(config.adp)
     except (ValueError, ImportError) as e:
         raise UserError(f"cannot load ADP {config.adp}: {e}") from None
-    if tuple(adp.config.h_shape) != tuple(unet.config.h_shape):
-        raise UserError(f"ADP {config.adp} reads h of shape {tuple(adp.config.h_shape)}, the "
-                        f"model's h is {tuple(unet.config.h_shape)}: ADP and UNet do not match")
     targets = [parse_target(spec, adp.config.num_classes) for spec in config.targets]
     check_disjoint(targets)
     return adp, targets
@@ -114,10 +112,10 @@ def run(config: GenerateConfig) -> dict:
     config.validate()
     # Models first: a missing checkpoint must not leave an output directory behind.
     unet, model_config, config = load_model(config)
-    adp, targets = load_guidance(config, unet)
+    adp, targets = load_guidance(config)
     try:
         sample = make_sampler(unet, model_config, config.sampler, adp, targets, config.guidance)
-    except ValueError as e:  # e.g. per-step ADP heads for other timesteps
+    except ValueError as e:  # an ADP for another UNet or for other timesteps
         raise UserError(str(e)) from None
     if config.classifier == "none":  # e.g. a real model before a labeller for it exists
         label = lambda images: {}
