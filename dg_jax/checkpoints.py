@@ -19,6 +19,7 @@ from flax import nnx
 EMBEDDED_DIR = pathlib.Path(__file__).parent / "assets"
 EMBEDDED_UNET = EMBEDDED_DIR / "synthfaces_unet"
 EMBEDDED_CLASSIFIER = EMBEDDED_DIR / "synthfaces_classifier"
+EMBEDDED_EVALUATOR = EMBEDDED_DIR / "synthfaces_evaluator"  # FD labels and KID/FID features
 
 
 def save_bundle(path: str | os.PathLike, kind: str, config: dict, model: nnx.Module,

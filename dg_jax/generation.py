@@ -28,6 +28,7 @@ from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.guidance.targets import Target, check_disjoint, parse_target
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.loading import load_adp, load_classifier, load_unet
+from dg_jax.sampling import GUIDANCE_METHODS as SAMPLER_GUIDANCE_METHODS
 from dg_jax.sampling import make_sampler
 
 
@@ -41,9 +42,9 @@ class GenerateConfig:
     model: str = ""  # UNet bundle or diffusers folder; empty: the embedded default
     classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier; "none"
     sampler: SamplerConfig = SamplerConfig()  # None fields: the model's sampling defaults
-    method: str = "none"  # guidance: none | distribution
+    method: str = "none"  # guidance: none | distribution | sample | image (see sampling.py)
     targets: tuple[str, ...] = ()  # "attr=p0,p1,..." or joint "a,b=..." (see guidance.targets)
-    adp: str = ""  # ADP bundle for the model (needed by distribution guidance)
+    adp: str = ""  # ADP bundle for the model (distribution and sample guidance)
     guidance: GuidanceConfig = GuidanceConfig()
     png: bool = False  # also write OUT/png/<index>.png
 
@@ -57,23 +58,34 @@ class GenerateConfig:
             raise UserError("--target needs a guidance --method (e.g. distribution)")
         if self.method != "none" and not self.targets:
             raise UserError(f"--method {self.method} needs at least one --target")
-        if self.method == "distribution" and not self.adp:
-            raise UserError("--method distribution needs --adp (an ADP bundle trained for the model)")
+        if self.method in ("distribution", "sample") and not self.adp:
+            raise UserError(f"--method {self.method} needs --adp (an ADP bundle trained for the "
+                            "model)")
+        if self.method == "image" and self.classifier == "none":
+            raise UserError("--method image guides with the classifier; --classifier none "
+                            "leaves it without one")
 
 
-GUIDANCE_METHODS = ("none", "distribution")
+GUIDANCE_METHODS = ("none", *SAMPLER_GUIDANCE_METHODS)
 
 
-def load_guidance(config: GenerateConfig) -> tuple[object, list[Target]]:
-    """(ADP, validated targets) for a guided run, or (None, []) for an unguided one. Whether the
-    ADP fits the UNet is checked by `make_sampler`."""
+def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
+                  ) -> tuple[object, list[Target]]:
+    """(ADP, validated targets) for a guided run, or (None, []) for an unguided one; image
+    guidance needs no ADP (its targets are checked against the classifier's attributes). Whether
+    the ADP fits the UNet is checked by `make_sampler`."""
     if config.method == "none":
         return None, []
-    try:
-        adp = load_adp(config.adp)
-    except (ValueError, ImportError) as e:
-        raise UserError(f"cannot load ADP {config.adp}: {e}") from None
-    targets = [parse_target(spec, adp.config.num_classes) for spec in config.targets]
+    adp = None
+    if config.method == "image":
+        num_classes = classifier.config.num_classes
+    else:
+        try:
+            adp = load_adp(config.adp)
+        except (ValueError, ImportError) as e:
+            raise UserError(f"cannot load ADP {config.adp}: {e}") from None
+        num_classes = adp.config.num_classes
+    targets = [parse_target(spec, num_classes) for spec in config.targets]
     check_disjoint(targets)
     return adp, targets
 
@@ -112,15 +124,16 @@ def run(config: GenerateConfig) -> dict:
     config.validate()
     # Models first: a missing checkpoint must not leave an output directory behind.
     unet, model_config, config = load_model(config)
-    adp, targets = load_guidance(config)
+    # The labeller; image guidance steers with it too. None for a real model without one.
+    classifier = None if config.classifier == "none" else load_classifier(config.classifier or None)
+    adp, targets = load_guidance(config, classifier)
     try:
-        sample = make_sampler(unet, model_config, config.sampler, adp, targets, config.guidance)
+        sample = make_sampler(unet, model_config, config.sampler, adp, targets, config.guidance,
+                              method=config.method if config.method != "none" else "distribution",
+                              classifier=classifier)
     except ValueError as e:  # an ADP for another UNet or for other timesteps
         raise UserError(str(e)) from None
-    if config.classifier == "none":  # e.g. a real model before a labeller for it exists
-        label = lambda images: {}
-    else:
-        label = make_labeller(load_classifier(config.classifier or None))
+    label = make_labeller(classifier) if classifier is not None else (lambda images: {})
     wanted = configs.to_dict(config)
     wanted.pop("png")  # writing PNGs as well does not change the data set
     shards.prepare_output_dir(config.out, wanted)

@@ -1,9 +1,10 @@
-"""Jit-compiled samplers built from a UNet: unguided, or distribution-guided in h-space.
+"""Jit-compiled samplers built from a UNet: unguided, distribution-guided in h-space, or one of
+the paper's baselines (sample-level guidance on h, or on x0_hat with an image classifier).
 
 A sampler maps per-sample keys [B] to images [B, H, W, C] in [-1, 1] and a trace (the batch
-distributions p_hat at every step when guided; h at every step on request). Both kinds evaluate
-the UNet once per step: the guided one splits it at h (`encode` -> guide h -> `decode`), with the
-gradient taken through the ADP only.
+distributions p_hat at every step when guided; h at every step on request). Unguided and h-space
+samplers evaluate the UNet once per step: the guided one splits it at h (`encode` -> guide h ->
+`decode`), with the gradient taken through the ADP only.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from flax import nnx
 from dg_jax.diffusion import samplers
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.diffusion.schedules import alphas_cumprod, make_betas
-from dg_jax.guidance.distribution import GuidanceConfig, guide_h, step_scale
+from dg_jax.guidance.distribution import (GuidanceConfig, batch_distribution,
+                                         class_probabilities, guide_h, step_scale)
+from dg_jax.guidance.sample_level import draw_cells, guide_h_per_sample, sample_level_loss
 from dg_jax.guidance.targets import Target
 from dg_jax.models.adp import ADP
+from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet
 
@@ -48,41 +52,89 @@ def check_adp_fits(adp: ADP, unet: UNet, timesteps: np.ndarray) -> None:
                          f"{len(timesteps)} steps {list(timesteps)[:3]}...")
 
 
+GUIDANCE_METHODS = ("distribution", "sample", "image")
+
+
 def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
                  adp: ADP | None = None, targets: Sequence[Target] = (),
-                 guidance: GuidanceConfig | None = None, record_h: bool = False):
+                 guidance: GuidanceConfig | None = None, record_h: bool = False,
+                 method: str = "distribution", classifier: AttributeClassifier | None = None):
     """Returns a jitted keys [B] -> (images [B, H, W, C] in [-1, 1], trace).
 
+    method (when targets are given):
+      distribution  the paper's method: the batch distribution of the ADP's predictions on h is
+                    pushed towards the targets (one UNet evaluation per step);
+      sample        baseline: each sample is pushed on h towards its own cell drawn from the
+                    targets (-log p(cell) through the ADP; one UNet evaluation per step);
+      image         baseline, universal-guidance style: the same per-sample loss with `classifier`
+                    on x0_hat, differentiated w.r.t. x_t through the UNet (a forward and a
+                    backward pass of the UNet per step).
     trace["p_hat"]: target name -> batch distribution before each step's update [S, K] (guided
     only); trace["h"]: h at every step, [S, B, h, w, c] float16 (before guidance), if record_h.
-    Without adp/targets the sampler is unguided. Fields of `config` left None take the model's
-    sampling defaults.
+    Fields of `config` left None take the model's sampling defaults.
     """
     config, ts, alpha_bar, final = sampling_plan(model_config, config)
-    guided = adp is not None and len(targets) > 0
-    if guided:
+    targets = tuple(targets)
+    guided = len(targets) > 0 and (classifier if method == "image" else adp) is not None
+    if method not in GUIDANCE_METHODS:
+        raise ValueError(f"unknown guidance method {method!r}; use {', '.join(GUIDANCE_METHODS)}")
+    if guided and method != "image":
         check_adp_fits(adp, model, ts)
     guidance = guidance or GuidanceConfig()
     betas = jnp.asarray(make_betas(model_config.schedule), jnp.float32)
     c = model.config
     shape = (c.sample_size, c.sample_size, c.in_channels)
-    graphdef, state = nnx.split((model, adp))
+    graphdef, state = nnx.split((model, adp, classifier))
 
     @jax.jit
     def sample(state, keys):
-        unet, predictor = nnx.merge(graphdef, state)
+        unet, predictor, image_classifier = nnx.merge(graphdef, state)
+        cells = draw_cells(keys, targets) if guided and method != "distribution" else {}
 
-        def model_fn(x, t, i):
+        def h_guided_fn(x, t, i):
             enc = unet.encode(x, t)
             trace, h = {}, enc.h
             if record_h:
                 trace["h"] = h.astype(jnp.float16)
             if guided:
                 scale = step_scale(guidance, i, betas[t[0]], len(ts))
-                h, trace["p_hat"] = guide_h(h, lambda h: predictor(h, t, i), targets, guidance,
-                                            scale)
+                predict = lambda h: predictor(h, t, i)  # noqa: E731
+                if method == "distribution":
+                    h, trace["p_hat"] = guide_h(h, predict, targets, guidance, scale)
+                else:
+                    h, trace["p_hat"] = guide_h_per_sample(h, predict, targets, cells, guidance,
+                                                           scale)
             return unet.decode(h, enc.skips, enc.temb), trace
 
+        def image_guided_fn(x, t, i):
+            a = alpha_bar[t[0]]
+
+            def loss_of_x(x):
+                out = unet(x, t)
+                x0, _ = samplers.predict_x0_eps(out, x, a, c.prediction_type)
+                logits = image_classifier(jnp.clip(x0, -1, 1))
+                loss, p_hats = sample_level_loss(logits, targets, cells, guidance.temperature)
+                return loss, (out, p_hats)
+
+            def guided_output(x):
+                grad, (out, p_hats) = jax.grad(loss_of_x, has_aux=True)(x)
+                # eps_hat' = eps_hat + s_t sqrt(1 - a) d(-log p)/dx_t, as classifier guidance
+                # does with grad log p(c | x_t); carried into the model's output parametrisation.
+                shift = scale * jnp.sqrt(1 - a) * samplers.output_per_epsilon(a, c.prediction_type)
+                return out + shift * grad, p_hats
+
+            def plain_output(x):  # outside the guidance interval: no backward pass
+                out = unet(x, t)
+                x0, _ = samplers.predict_x0_eps(out, x, a, c.prediction_type)
+                probs = class_probabilities(image_classifier(jnp.clip(x0, -1, 1)),
+                                            guidance.temperature)
+                return out, {tg.name: batch_distribution(probs, tg) for tg in targets}
+
+            scale = step_scale(guidance, i, betas[t[0]], len(ts))
+            out, p_hats = jax.lax.cond(scale > 0, guided_output, plain_output, x)
+            return out, {"p_hat": p_hats}
+
+        model_fn = image_guided_fn if guided and method == "image" else h_guided_fn
         x_T = samplers.initial_noise(keys, shape)
         x0, trace = samplers.sample(model_fn, x_T, keys, alpha_bar, ts, config.method,
                                     config.eta, c.prediction_type, config.clip_range, final)

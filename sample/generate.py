@@ -13,7 +13,7 @@ import sys
 
 from dg_jax.errors import UserError
 from dg_jax.flags import add_sampler_flags, sampler_from_flags
-from dg_jax.generation import GenerateConfig, run
+from dg_jax.generation import GUIDANCE_METHODS, GenerateConfig, run
 from dg_jax.guidance.distribution import GuidanceConfig
 
 
@@ -32,13 +32,15 @@ def parse_args(argv=None) -> GenerateConfig:
                         "'none' writes unlabelled images")
     add_sampler_flags(p)
     g = p.add_argument_group("guidance")
-    g.add_argument("--method", default="none", choices=["none", "distribution"],
-                   help="guidance method (default: none = unguided)")
+    g.add_argument("--method", default="none", choices=list(GUIDANCE_METHODS),
+                   help="none (unguided, default); distribution (the paper's method); baselines: "
+                        "sample (per-sample targets on h), image (per-sample targets with the "
+                        "classifier on x0_hat)")
     g.add_argument("--target", action="append", default=[],
                    help="target distribution, e.g. hair=0.5,0.5 or skin=uniform; repeatable")
     g.add_argument("--joint", action="append", default=[],
                    help="joint target over attributes, e.g. hair,skin=uniform (row-major cells)")
-    g.add_argument("--adp", default="", help="ADP bundle trained for --model")
+    g.add_argument("--adp", default="", help="ADP bundle trained for --model (distribution, sample)")
     g.add_argument("--guidance-scale", type=float, default=GuidanceConfig.scale,
                    help="per-sample step size s (batch-size independent)")
     g.add_argument("--guidance-loss", default=GuidanceConfig.loss, choices=["chi_square", "kl", "l2"])

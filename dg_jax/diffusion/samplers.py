@@ -79,6 +79,20 @@ def predict_x0_eps(model_output: jax.Array, x_t: jax.Array, alpha_bar_t: jax.Arr
     return x0, eps
 
 
+def output_per_epsilon(alpha_bar_t: jax.Array, prediction_type: str = "epsilon") -> jax.Array:
+    """d(model output)/d(eps_hat) at fixed x_t: how a change of the predicted noise shows in the
+    output of an epsilon (1), v (1 / sqrt(a)) or sample (-sqrt(1 - a) / sqrt(a)) model.
+    Classifier-style guidance shifts eps_hat; this carries the shift into the model's output."""
+    a = jnp.asarray(alpha_bar_t)
+    if prediction_type == "epsilon":
+        return jnp.ones_like(a)
+    if prediction_type == "v_prediction":
+        return 1 / jnp.sqrt(a)
+    if prediction_type == "sample":
+        return -jnp.sqrt(1 - a) / jnp.sqrt(a)
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
 def _clip(x0: jax.Array, eps: jax.Array, x_t, a, clip_sample: float | None):
     """Clips x0_hat to [-c, c] and recomputes eps from it, so the step stays consistent (as
     guided-diffusion; diffusers with use_clipped_model_output=True)."""

@@ -74,3 +74,21 @@ def add_noise(x0: jnp.ndarray, noise: jnp.ndarray, alpha_bar_t: jnp.ndarray) -> 
     """Forward process q(x_t | x_0). x0, noise: [B, ...]; alpha_bar_t: [B] -> x_t [B, ...]."""
     a = alpha_bar_t.reshape((-1,) + (1,) * (x0.ndim - 1))
     return jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise
+
+
+def prediction_target(x0: jnp.ndarray, noise: jnp.ndarray, alpha_bar_t: jnp.ndarray,
+                      prediction_type: str) -> jnp.ndarray:
+    """What a denoiser trained for `prediction_type` should output at x_t = add_noise(x0, noise).
+
+    epsilon: the noise; sample: x0; v_prediction: v = sqrt(a) noise - sqrt(1 - a) x0
+    (Salimans & Ho 2022), which stays well scaled at high noise where epsilon-prediction's x0
+    estimate divides by sqrt(a) ~ 0.006. x0, noise: [B, ...]; alpha_bar_t: [B].
+    """
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "sample":
+        return x0
+    if prediction_type == "v_prediction":
+        a = alpha_bar_t.reshape((-1,) + (1,) * (x0.ndim - 1))
+        return jnp.sqrt(a) * noise - jnp.sqrt(1 - a) * x0
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")

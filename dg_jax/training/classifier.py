@@ -40,6 +40,19 @@ class ClassifierTrainConfig:
     export: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class EvaluatorTrainConfig(ClassifierTrainConfig):
+    """The evaluation network: wider, another seed and other images than the labeller, so that
+    guidance which steers with the labeller (directly, or through ADPs trained on its labels) is
+    not graded by the same network. Its labels give FD; its pooled features give KID and FID."""
+
+    workdir: str = "runs/synthfaces_evaluator"
+    model: ClassifierConfig = ClassifierConfig(channels=(24, 48, 96))
+    data_seed: int = 21
+    steps: int = 1_000
+    seed: int = 1
+
+
 def classification_loss(model: AttributeClassifier, images: jax.Array, labels: dict) -> jax.Array:
     """Sum over attributes of the mean cross-entropy. images [B, H, W, 3]; labels name -> [B]."""
     logits = model(images)

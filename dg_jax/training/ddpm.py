@@ -1,4 +1,4 @@
-"""DDPM training of the UNet on SynthFaces (epsilon prediction, uniform t, MSE).
+"""DDPM training of the UNet on SynthFaces (the UNet config's prediction type, uniform t, MSE).
 
     python -m train.train_ddpm --workdir runs/unet      # resumable; rerun to continue
 """
@@ -17,16 +17,20 @@ from dg_jax import checkpoints
 from dg_jax.data import synthfaces
 from dg_jax.data.images import to_model_range
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING
-from dg_jax.diffusion.schedules import ScheduleConfig, add_noise, alphas_cumprod
+from dg_jax.diffusion.schedules import (ScheduleConfig, add_noise, alphas_cumprod,
+                                        prediction_target)
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.loading import save_unet
 from dg_jax.models.unet import UNet, UNetConfig
 from dg_jax.training import common
 
-# The embedded default's architecture: h-space is 8x8x128.
+# The embedded default's architecture: h-space is 8x8x128. v-prediction: with epsilon-prediction
+# the first sampling steps' x0 estimates (noise error / sqrt(alpha_bar) ~ 150x) were far off, which
+# gave the samples colour casts and skewed attribute rates (docs/EMBEDDED_MODEL.md).
 SYNTHFACES_UNET = UNetConfig(
     sample_size=32, block_out_channels=(32, 64, 128), layers_per_block=1,
     down_attention=(False, False, True), attention_head_dim=32, norm_num_groups=16,
+    prediction_type="v_prediction",
 )
 
 
@@ -53,9 +57,11 @@ class DDPMTrainConfig:
 
 def ddpm_loss(model: UNet, x0: jax.Array, t: jax.Array, noise: jax.Array,
               alpha_bar: jax.Array) -> jax.Array:
-    """Mean squared error of the predicted noise. x0, noise: [B, H, W, C]; t: [B] int."""
+    """Mean squared error of the model output against its prediction type's target.
+    x0, noise: [B, H, W, C]; t: [B] int."""
     x_t = add_noise(x0, noise, alpha_bar[t])
-    return jnp.mean((model(x_t, t) - noise) ** 2)
+    target = prediction_target(x0, noise, alpha_bar[t], model.config.prediction_type)
+    return jnp.mean((model(x_t, t) - target) ** 2)
 
 
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, alpha_bar: jax.Array,

@@ -1,0 +1,1 @@
+"""Evaluation of generated data sets: fairness (FD, KL, deviation ratio) and quality (KID, FID)."""

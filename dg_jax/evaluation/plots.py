@@ -1,0 +1,29 @@
+"""Figures of an evaluation: class shares against the target."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on TPU hosts or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def share_chart(path, panels: list[dict]) -> None:
+    """One bar panel per target: panels[i] = {"title", "cells" (names), "bars": {label: shares}}.
+    Bars of one cell stand side by side (e.g. before, after, target)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 + 1.6 * max(
+        len(p["cells"]) for p in panels) * len(panels) / 2, 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        x = np.arange(len(panel["cells"]))
+        width = 0.8 / len(panel["bars"])
+        for j, (label, shares) in enumerate(panel["bars"].items()):
+            ax.bar(x + (j - (len(panel["bars"]) - 1) / 2) * width, shares, width, label=label)
+        ax.set_xticks(x, panel["cells"], rotation=30 if len(x) > 3 else 0, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_title(panel["title"], fontsize=10)
+        ax.set_ylabel("share")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

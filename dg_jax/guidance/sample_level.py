@@ -1,0 +1,66 @@
+"""Sample-level guidance, the paper's baseline (pure functions).
+
+Each sample gets its own target cell, drawn from p_ref with the sample's key, and is pushed there
+alone with -log p(cell): the batch reaches p_ref only as far as the draws do, and every sample is
+pushed, also one whose class the batch already has enough of. Distribution guidance pushes only as
+much as the batch as a whole needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from dg_jax.guidance.distribution import GuidanceConfig, Predictor, batch_distribution
+from dg_jax.guidance.targets import Target
+
+# Folded into a sample's key to draw its target cells, apart from the sampler's noise indices.
+CELL_DRAW_SALT = (1 << 30) + 1
+
+
+def draw_cells(keys: jax.Array, targets: Sequence[Target]) -> dict[str, jax.Array]:
+    """Per-sample target cells: keys [B] -> target name -> int32 [B], cell ~ p_ref (row-major
+    over the target's attributes). Target j uses fold_in(key, salt + j), so it depends only on the
+    sample's key."""
+    cells = {}
+    for j, target in enumerate(targets):
+        logp = jnp.log(jnp.asarray(target.array))  # -inf for forbidden cells: never drawn
+        draw = lambda k, j=j, logp=logp: jax.random.categorical(  # noqa: E731
+            jax.random.fold_in(k, CELL_DRAW_SALT + j), logp)
+        cells[target.name] = jax.vmap(draw)(keys).astype(jnp.int32)
+    return cells
+
+
+def cell_log_probability(log_probs: dict[str, jax.Array], target: Target,
+                         cells: jax.Array) -> jax.Array:
+    """log p(cell) per sample [B] from per-attribute log-probabilities [B, K_a]: for a joint
+    target the sum over its attributes of the log-probability of the cell's class."""
+    classes = jnp.unravel_index(cells, target.num_classes)
+    return sum(jnp.take_along_axis(log_probs[a], c[:, None], axis=1)[:, 0]
+               for a, c in zip(target.attributes, classes))
+
+
+def sample_level_loss(logits: dict[str, jax.Array], targets: Sequence[Target],
+                      cells: dict[str, jax.Array], temperature: float
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(sum over samples and targets of -log p(cell), target name -> batch distribution p_hat).
+
+    A sum, not a mean: each sample's gradient is its own, whatever the batch size.
+    """
+    scaled = {a: v.astype(jnp.float32) / temperature for a, v in logits.items()}
+    log_probs = {a: jax.nn.log_softmax(v, axis=-1) for a, v in scaled.items()}
+    probs = {a: jnp.exp(v) for a, v in log_probs.items()}
+    loss = -sum(jnp.sum(cell_log_probability(log_probs, t, cells[t.name])) for t in targets)
+    return loss, {t.name: batch_distribution(probs, t) for t in targets}
+
+
+def guide_h_per_sample(h: jax.Array, predict: Predictor, targets: Sequence[Target],
+                       cells: dict[str, jax.Array], config: GuidanceConfig, scale: jax.Array
+                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """h [B, ...] -> (h - s_t * d(-log p(cell))/dh, p_hat before the update)."""
+    loss = lambda h: sample_level_loss(predict(h), targets, cells, config.temperature)  # noqa: E731
+    grad, p_hats = jax.grad(loss, has_aux=True)(h.astype(jnp.float32))
+    return h - (scale * grad).astype(h.dtype), p_hats
+
