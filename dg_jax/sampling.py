@@ -19,8 +19,13 @@ from flax import nnx
 from dg_jax.diffusion import samplers
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.diffusion.schedules import alphas_cumprod, make_betas
-from dg_jax.guidance.distribution import (GuidanceConfig, batch_distribution,
-                                         class_probabilities, guide_h, step_scale)
+from dg_jax.guidance.distribution import (
+    GuidanceConfig,
+    batch_distribution,
+    class_probabilities,
+    guide_h,
+    step_scale,
+)
 from dg_jax.guidance.sample_level import draw_cells, guide_h_per_sample, sample_level_loss
 from dg_jax.guidance.targets import Target
 from dg_jax.models.adp import ADP

@@ -11,8 +11,13 @@ from dg_jax import configs
 from dg_jax.checkpoints import save_bundle
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING
 from dg_jax.diffusion.schedules import ScheduleConfig
-from dg_jax.evaluation.fairness import (cell_labels, class_shares, deviation_ratio,
-                                        fairness_discrepancy, kl_divergence)
+from dg_jax.evaluation.fairness import (
+    cell_labels,
+    class_shares,
+    deviation_ratio,
+    fairness_discrepancy,
+    kl_divergence,
+)
 from dg_jax.evaluation.quality import frechet_distance, kernel_inception_distance
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
