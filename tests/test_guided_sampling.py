@@ -118,6 +118,17 @@ def test_generate_cli_with_distribution_guidance(bundles, tmp_path):
     assert generate.main(args) == 0  # rerun: same config, nothing to do
 
 
+@pytest.mark.parametrize("method, target", [("sample", ["--target", "hair=0.5,0.5"]),
+                                            ("image", ["--joint", "hair,skin=uniform"])])
+def test_generate_cli_with_a_baseline(bundles, tmp_path, method, target):
+    # the tiny ADP knows hair only; image guidance steers with the classifier's 4 attributes
+    args = cli_args(bundles, tmp_path / method, "--method", method, "--adp", str(bundles / "adp"),
+                    *target, "--guidance-scale", "2")
+    assert generate.main(args) == 0
+    manifest = json.loads((tmp_path / method / "manifest.json").read_text())
+    assert manifest["num_images"] == 4 and manifest["config"]["method"] == method
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--method", "distribution", "--adp", "ADP", "--target", "hair=0.6,0.6"], "sums to 1.2"),
     (["--method", "distribution", "--adp", "ADP", "--target", "beard=0.5,0.5"],
@@ -126,6 +137,8 @@ def test_generate_cli_with_distribution_guidance(bundles, tmp_path):
      "needs 2 probabilities"),
     (["--method", "distribution", "--target", "hair=0.5,0.5"], "needs --adp"),
     (["--target", "hair=0.5,0.5"], "needs a guidance --method"),
+    (["--method", "sample", "--target", "hair=0.5,0.5"], "--method sample needs --adp"),
+    (["--method", "image", "--target", "beard=0.5,0.5"], "unknown attribute 'beard'"),
     (["--method", "distribution", "--adp", "OTHER", "--target", "hair=0.5,0.5"],
      "ADP and UNet do not match"),
     (["--method", "distribution", "--adp", "ADP", "--target", "hair=0.5,0.5",

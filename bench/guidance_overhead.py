@@ -1,0 +1,78 @@
+"""Time per sampling step: unguided vs distribution guidance vs the baselines, side by side.
+
+    python -m bench.guidance_overhead [--adp PATH] [--batch-size 64] [--steps 50] [--rounds 5]
+
+Every sampler is compiled first, then the samplers take turns for --rounds rounds (so a busy
+machine slows them alike) and the median time per step of each is compared with the unguided one.
+Without --adp, an untrained ADP of the default architecture stands in (the cost does not depend on
+its weights).
+"""
+
+import argparse
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from dg_jax.diffusion.sampler_config import SamplerConfig
+from dg_jax.generation import sample_keys
+from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.targets import parse_target
+from dg_jax.models.adp import ADP, ADPConfig
+from dg_jax.models.loading import load_adp, load_classifier, load_unet
+from dg_jax.sampling import make_sampler
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="")
+    p.add_argument("--adp", default="")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--target", default="hair=0.5,0.5")
+    p.add_argument("--with-image", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time image-space guidance (slow: a UNet backward pass per step)")
+    a = p.parse_args()
+    unet, model_config = load_unet(a.model or None)
+    if a.adp:
+        adp = load_adp(a.adp)
+    else:
+        adp = ADP(ADPConfig(attributes=(("hair", 2), ("glasses", 2), ("skin", 3), ("smile", 2)),
+                            h_shape=unet.config.h_shape), rngs=nnx.Rngs(0))
+    targets = [parse_target(a.target, adp.config.num_classes)]
+    sampler = SamplerConfig(num_steps=a.steps)
+    guidance = GuidanceConfig(scale=1.0)
+    samplers = {
+        "unguided": make_sampler(unet, model_config, sampler),
+        "distribution": make_sampler(unet, model_config, sampler, adp, targets, guidance),
+        "sample-level": make_sampler(unet, model_config, sampler, adp, targets, guidance,
+                                     method="sample"),
+    }
+    if a.with_image:
+        samplers["image-space"] = make_sampler(unet, model_config, sampler, adp, targets,
+                                               guidance, method="image",
+                                               classifier=load_classifier())
+    keys = sample_keys(0, np.arange(a.batch_size))
+    for fn in samplers.values():  # compile
+        jax.block_until_ready(fn(keys))
+    times = {name: [] for name in samplers}
+    for r in range(a.rounds):
+        for name, fn in samplers.items():
+            keys = sample_keys(r + 1, np.arange(a.batch_size))
+            start = time.perf_counter()
+            jax.block_until_ready(fn(keys))
+            times[name].append((time.perf_counter() - start) / a.steps)
+    base = np.median(times["unguided"])
+    print(f"batch {a.batch_size}, {a.steps} steps, {a.rounds} rounds, {jax.device_count()} "
+          f"{jax.devices()[0].platform} device(s)")
+    print("| sampler | ms per step (median) | ratio to unguided |")
+    print("|---|---|---|")
+    for name, ts in times.items():
+        print(f"| {name} | {1000 * np.median(ts):.1f} | {np.median(ts) / base:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
