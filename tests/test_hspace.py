@@ -73,7 +73,8 @@ def test_inverted_h_at_the_last_step_is_the_forward_pass_h(bundles, tmp_path):
 @pytest.mark.parametrize("kind", ["mlp", "linear_per_step"])
 def test_train_adp_on_collected_h(bundles, tmp_path, kind):
     from dg_jax.models.loading import load_adp
-    from dg_jax.training.adp import ADPTrainConfig, train
+    from dg_jax.training.adp import ADPTrainConfig
+    from train.train_adp import run
 
     root, _ = bundles
     data = tmp_path / "h"
@@ -83,8 +84,9 @@ def test_train_adp_on_collected_h(bundles, tmp_path, kind):
     config = ADPTrainConfig(data=str(data), workdir=str(tmp_path / "adp"), kind=kind, hidden=16,
                             time_dim=8, holdout=0.25, batch_size=4, steps=6, save_every=3,
                             export=str(tmp_path / "bundle"))
-    model, report = train(config)
+    model, report = run(config)
     acc = report["heldout_accuracy"]
+    assert (tmp_path / "adp" / "heldout_accuracy.png").stat().st_size > 0
     assert set(acc) == {"hair", "glasses", "skin", "smile"} and report["heldout_samples"] == 3
     assert all(len(v) == 3 and all(0 <= a <= 1 for a in v) for v in acc.values())
     loaded = load_adp(tmp_path / "bundle")

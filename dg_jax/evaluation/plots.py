@@ -27,3 +27,20 @@ def share_chart(path, panels: list[dict]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def accuracy_plot(path, timesteps: list[int], accuracy: dict[str, list[float]], title: str) -> None:
+    """Held-out accuracy per sampling step, one line per attribute (x: timestep, noisiest left)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name, acc in accuracy.items():
+        ax.plot(timesteps, acc, label=name)
+    ax.invert_xaxis()
+    ax.set_xlabel("timestep t")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(top=1.0)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
