@@ -1,4 +1,5 @@
-"""Command-line flags from a dataclass config: one `--field-name` per scalar top-level field."""
+"""Command-line flags from a dataclass config: `--field-name` per scalar field, `--outer.inner`
+for the scalar fields of a nested dataclass config."""
 
 from __future__ import annotations
 
@@ -10,21 +11,35 @@ from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls) -> None:
-    defaults = config_cls()
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, defaults=None,
+                     prefix: str = "") -> None:
+    """One flag per scalar field; fields that are dataclasses themselves get dotted flags
+    (`--unet.prediction-type`) for their scalar fields."""
+    defaults = config_cls() if defaults is None else defaults
     for field in dataclasses.fields(config_cls):
         value = getattr(defaults, field.name)
-        if isinstance(value, bool):
-            parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                                action=argparse.BooleanOptionalAction, default=value)
+        flag, dest = f"--{prefix}{field.name.replace('_', '-')}", prefix + field.name
+        if dataclasses.is_dataclass(value):
+            add_config_flags(parser, type(value), value, prefix=f"{dest}.")
+        elif isinstance(value, bool):
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction,
+                                default=value)
         elif isinstance(value, (int, float, str)):
-            parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                                type=type(value), default=value, help=f"default: {value!r}")
+            parser.add_argument(flag, dest=dest, type=type(value), default=value,
+                                help=f"default: {value!r}")
 
 
-def config_from_flags(args: argparse.Namespace, config_cls):
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    return config_cls(**{k: v for k, v in vars(args).items() if k in names})
+def config_from_flags(args: argparse.Namespace, config_cls, defaults=None, prefix: str = ""):
+    defaults = config_cls() if defaults is None else defaults
+    values = vars(args)
+    changes = {}
+    for field in dataclasses.fields(config_cls):
+        value, dest = getattr(defaults, field.name), prefix + field.name
+        if dataclasses.is_dataclass(value):
+            changes[field.name] = config_from_flags(args, type(value), value, prefix=f"{dest}.")
+        elif dest in values:
+            changes[field.name] = values[dest]
+    return dataclasses.replace(defaults, **changes)
 
 
 def main_for(config_cls, run, doc: str, argv=None):
