@@ -65,6 +65,10 @@ def main():
     p.add_argument("--sweep-scales", default="0.25,0.5,1,2,4,8")
     p.add_argument("--batch-sizes", default="16,32,64,128,256")
     p.add_argument("--skip", default="", help="comma list of parts to skip: table,batch,scale")
+    p.add_argument("--groups", default=",".join(SETTINGS),
+                   help="comma list of table row groups (default: all)")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma list of guided methods in the table (unguided is always run)")
     a = p.parse_args()
     out = pathlib.Path(a.out)
     skip = set(filter(None, a.skip.split(",")))
@@ -79,7 +83,8 @@ def main():
              "KID/FID on its features against real SynthFaces of the training distribution.", ""]
     results = {}
     if "table" not in skip:
-        lines += table(out, base, scales, a.num_real, results)
+        groups = {g: SETTINGS[g] for g in a.groups.split(",")}
+        lines += table(out, base, scales, a.num_real, results, groups, a.methods.split(","))
     if "batch" not in skip:
         lines += batch_sweep(out, base, a, results)
     if "scale" not in skip:
@@ -89,7 +94,7 @@ def main():
     print("\n".join(lines))
 
 
-def table(out, base, scales, num_real, results) -> list[str]:
+def table(out, base, scales, num_real, results, groups, methods) -> list[str]:
     lines = ["## Methods", "",
              f"{base.num_images} images per row, batch {base.batch_size}, 50 DDIM steps (eta 1). "
              "FD, KL and deviation ratio are summed over the row's targets; KID ratio = KID / "
@@ -97,8 +102,8 @@ def table(out, base, scales, num_real, results) -> list[str]:
              "| targets | method | scale | FD | KL | dev. ratio | KID | FID | KID ratio | img/s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     unguided = {}
-    for group, targets in SETTINGS.items():
-        rows = [("none", 0.0)] + [(m, scales[m]) for m in METHODS]
+    for group, targets in groups.items():
+        rows = [("none", 0.0)] + [(m, scales[m]) for m in methods]
         for method, scale in rows:
             name = "unguided" if method == "none" else f"{method}_{group}".replace(" ", "")
             config = dataclasses.replace(
