@@ -42,8 +42,12 @@ def generate_and_evaluate(out: pathlib.Path, name: str, config: GenerateConfig, 
     manifest = run(config)
     report = evaluate(EvaluateConfig(run_dir=config.out, targets=tuple(targets),
                                      num_real=num_real))
-    speed = json.loads((out / name / "manifest.json").read_text())["last_run"]
-    report["images_per_second"] = speed["images_per_second"] if speed["generated"] else None
+    # images/s of the run that generated the images (a rerun that only reuses them has none)
+    speed_file = out / name / "speed.json"
+    if manifest["last_run"]["generated"] == manifest["num_images"]:
+        speed_file.write_text(json.dumps(manifest["last_run"]) + "\n")
+    speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
+    report["images_per_second"] = speed.get("images_per_second")
     report["num_images"] = manifest["num_images"]
     return report
 
@@ -122,7 +126,7 @@ def table(out, base, scales, num_real, results, groups, methods) -> list[str]:
                 f"{sum(m['kl'] for m in fair):.3f} | "
                 f"{max(m['deviation_ratio'] for m in fair):.3f} | {kid:.4f} | "
                 f"{report['quality']['training']['fid']:.2f} | {ratio:.2f} | "
-                f"{speed if speed is not None else '(reused)'} |")
+                f"{speed if speed is not None else '-'} |")
     return lines + [""]
 
 
