@@ -20,6 +20,7 @@ EMBEDDED_DIR = pathlib.Path(__file__).parent / "assets"
 EMBEDDED_UNET = EMBEDDED_DIR / "synthfaces_unet"
 EMBEDDED_CLASSIFIER = EMBEDDED_DIR / "synthfaces_classifier"
 EMBEDDED_EVALUATOR = EMBEDDED_DIR / "synthfaces_evaluator"  # FD labels and KID/FID features
+EMBEDDED_ADP = EMBEDDED_DIR / "synthfaces_adp"  # the embedded UNet's ADP, every attribute
 
 
 def save_bundle(path: str | os.PathLike, kind: str, config: dict, model: nnx.Module,

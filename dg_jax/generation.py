@@ -19,7 +19,7 @@ from flax import nnx
 from PIL import Image
 from tqdm import tqdm
 
-from dg_jax import configs
+from dg_jax import checkpoints, configs
 from dg_jax.data import generated, shards
 from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.diffusion.sampler_config import SamplerConfig
@@ -44,7 +44,7 @@ class GenerateConfig:
     sampler: SamplerConfig = SamplerConfig()  # None fields: the model's sampling defaults
     method: str = "none"  # guidance: none | distribution | sample | image (see sampling.py)
     targets: tuple[str, ...] = ()  # "attr=p0,p1,..." or joint "a,b=..." (see guidance.targets)
-    adp: str = ""  # ADP bundle for the model (distribution and sample guidance)
+    adp: str = ""  # ADP bundle for the model (distribution, sample); empty: the embedded model's
     guidance: GuidanceConfig = GuidanceConfig()
     png: bool = False  # also write OUT/png/<index>.png
 
@@ -58,7 +58,7 @@ class GenerateConfig:
             raise UserError("--target needs a guidance --method (e.g. distribution)")
         if self.method != "none" and not self.targets:
             raise UserError(f"--method {self.method} needs at least one --target")
-        if self.method in ("distribution", "sample") and not self.adp:
+        if self.method in ("distribution", "sample") and not self.adp and self.model:
             raise UserError(f"--method {self.method} needs --adp (an ADP bundle trained for the "
                             "model)")
         if self.method == "image" and self.classifier == "none":
@@ -80,10 +80,11 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
     if config.method == "image":
         num_classes = classifier.config.num_classes
     else:
+        path = config.adp or checkpoints.EMBEDDED_ADP  # validate(): empty only for the embedded UNet
         try:
-            adp = load_adp(config.adp)
+            adp = load_adp(path)
         except (ValueError, ImportError) as e:
-            raise UserError(f"cannot load ADP {config.adp}: {e}") from None
+            raise UserError(f"cannot load ADP {path}: {e}") from None
         num_classes = adp.config.num_classes
     targets = [parse_target(spec, num_classes) for spec in config.targets]
     check_disjoint(targets)

@@ -40,7 +40,9 @@ def parse_args(argv=None) -> GenerateConfig:
                    help="target distribution, e.g. hair=0.5,0.5 or skin=uniform; repeatable")
     g.add_argument("--joint", action="append", default=[],
                    help="joint target over attributes, e.g. hair,skin=uniform (row-major cells)")
-    g.add_argument("--adp", default="", help="ADP bundle trained for --model (distribution, sample)")
+    g.add_argument("--adp", default="",
+                   help="ADP bundle trained for --model (distribution, sample; default with the "
+                        "embedded model: its shipped ADP)")
     g.add_argument("--guidance-scale", type=float, default=GuidanceConfig.scale,
                    help="per-sample step size s (batch-size independent)")
     g.add_argument("--guidance-loss", default=GuidanceConfig.loss, choices=["chi_square", "kl", "l2"])

@@ -96,3 +96,11 @@ def test_embedded_default_generates_labelled_faces(tmp_path):
     assert data["image"].shape == (3, 32, 32, 3)
     assert set(k for k in data if k.startswith("label_")) == {
         "label_hair", "label_glasses", "label_skin", "label_smile"}
+
+
+def test_embedded_adp_is_the_default_for_the_embedded_model(tmp_path):
+    # The shipped ADP fits the shipped UNet (same h shape), so guided generation needs no --adp.
+    assert cli.main(["--out", str(tmp_path), "--num-images", "2", "--batch-size", "2",
+                     "--steps", "2", "--method", "distribution", "--joint", "hair,skin=uniform",
+                     "--target", "glasses=0.5,0.5"]) == 0
+    assert generated.read_generated(tmp_path)["image"].shape == (2, 32, 32, 3)

@@ -1,8 +1,11 @@
 """Trains the Attribute Distribution Predictor on collected h-space trajectories.
 
 Each update takes `batch_size` samples with h at all S steps (B * S training pairs) and their
-pseudo-labels; the loss is cross-entropy per attribute, class-balanced (pseudo-labels of a biased
-model are skewed, and the minority classes are the ones guidance must recognise). Held-out samples
+pseudo-labels; the loss is cross-entropy per attribute. Not class-balanced by default: guidance
+averages the ADP's probabilities into a batch distribution, which is only right if they are
+calibrated to the data the sampler sees. A class-balanced ADP over-predicts the minority class
+wherever h is ambiguous (the noisy steps), so guidance towards a uniform target believed the batch
+already had enough of it and pushed the wrong way (measured: glasses 11 % -> 0 %). Held-out samples
 give the accuracy per sampling step and attribute.
 """
 
@@ -43,6 +46,8 @@ class ADPTrainConfig:
     save_every: int = 500
     log_every: int = 25
     export: str = ""  # write the trained ADP as a bundle here
+    export_dtype: str = "float16"  # parameters of the exported bundle (restored as float32)
+    class_balanced: bool = False  # weight classes equally (uncalibrated; see the module doc)
 
 
 def split_indices(n: int, holdout: float) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +97,8 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
                            timesteps=timesteps if config.kind == "linear_per_step" else None)
     train_idx, held_idx = split_indices(len(source), config.holdout)
     all_labels = read_labels(source, train_idx)  # labels only: memory stays flat
-    weights = {a: jnp.asarray(class_weights(all_labels[a], k)) for a, k in attributes}
+    weights = {a: jnp.asarray(class_weights(all_labels[a], k) if config.class_balanced
+                              else np.ones(k, np.float32)) for a, k in attributes}
     ts = jnp.asarray(timesteps, jnp.float32)
 
     model = ADP(adp_config, rngs=nnx.Rngs(config.seed))
@@ -132,6 +138,7 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
                                                    ts)}
     if config.export:
         checkpoints.save_bundle(config.export, "adp", configs.to_dict(adp_config), model,
+                                dtype=config.export_dtype,
                                 extra={"report": report, "hspace_run": run})
     return model, report
 

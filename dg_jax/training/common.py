@@ -106,7 +106,8 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
 
 # Fields that may change when a run is resumed (how long to run, how often to save, what to
 # export; init_from only matters for a fresh start).
-RESUMABLE_FIELDS = {"steps", "save_every", "log_every", "workdir", "export", "init_from"}
+RESUMABLE_FIELDS = {"steps", "save_every", "log_every", "workdir", "export", "export_dtype",
+                    "init_from"}
 
 
 def fit(config, state, train_step: Callable, get_batch: Callable[[np.ndarray], object],
