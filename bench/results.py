@@ -64,9 +64,9 @@ def main():
     p.add_argument("--num-real", type=int, default=2048)
     p.add_argument("--scale", type=float, default=GuidanceConfig.scale,
                    help="distribution guidance scale")
-    p.add_argument("--sample-scale", type=float, default=1.0)
-    p.add_argument("--image-scale", type=float, default=1.0)
-    p.add_argument("--sweep-scales", default="0.25,0.5,1,2,4,8")
+    p.add_argument("--sample-scale", type=float, default=3000.0, help="not tuned yet")
+    p.add_argument("--image-scale", type=float, default=1.0, help="not tuned yet")
+    p.add_argument("--sweep-scales", default="1000,2000,3000,5000,10000,30000")
     p.add_argument("--batch-sizes", default="16,32,64,128,256")
     p.add_argument("--skip", default="", help="comma list of parts to skip: table,batch,scale")
     p.add_argument("--groups", default=",".join(SETTINGS),

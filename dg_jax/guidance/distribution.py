@@ -27,7 +27,10 @@ Predictor = Callable[[jax.Array], dict[str, jax.Array]]
 @dataclasses.dataclass(frozen=True)
 class GuidanceConfig:
     loss: str = "chi_square"  # chi_square | kl | l2
-    scale: float = 1.0  # per-sample step size (batch-size independent, see module doc)
+    # Per-sample step size (batch-size independent, see the module doc). The default suits the
+    # embedded SynthFaces model and its ADP (docs/GUIDANCE.md); for another model or ADP, sweep it
+    # (bench/results.py, FD vs guidance scale): it depends on the scale of h and the ADP's slopes.
+    scale: float = 3000.0
     temperature: float = 8.0  # tau: logits / tau before the softmax (original code: 8)
     start_step: int = 1  # guide loop steps start_step <= i < end_step (original: all but the first)
     end_step: int | None = None  # None: to the last step
