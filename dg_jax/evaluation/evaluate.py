@@ -125,7 +125,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     }
     if config.num_real > 0:
         report["quality"] = quality(features, featurize, targets, config,
-                                    size=data["image"].shape[1])
+                                    size=data["image"].shape[1], evaluator_id=report["evaluator"])
 
     out = pathlib.Path(config.out or run_dir / "evaluation")
     out.mkdir(parents=True, exist_ok=True)
@@ -146,17 +146,32 @@ def evaluate(config: EvaluateConfig) -> dict:
     return report
 
 
+# (evaluator, num_real, seed, size, probs) -> features: a process that evaluates many runs
+# (bench/results.py) renders and featurizes each real reference set once.
+_REAL_FEATURES: dict[tuple, np.ndarray] = {}
+
+
+def real_features(featurize, evaluator_id: str, probs: dict, config: EvaluateConfig,
+                  size: int) -> np.ndarray:
+    """Evaluator features [num_real, D] of fresh real SynthFaces drawn with `probs`."""
+    key = (evaluator_id, config.num_real, config.real_seed, size,
+           repr(sorted((str(k), np.asarray(v).round(9).tolist()) for k, v in probs.items())))
+    if key not in _REAL_FEATURES:
+        real, _ = synthfaces.generate(config.num_real, config.real_seed, probs, size=size)
+        _REAL_FEATURES[key] = featurize(real)[0]
+    return _REAL_FEATURES[key]
+
+
 def quality(features: np.ndarray, featurize, targets: list[Target], config: EvaluateConfig,
-            size: int) -> dict:
+            size: int, evaluator_id: str) -> dict:
     """KID and FID against real SynthFaces of the training distribution, and of the targets'."""
     references = {"training": synthfaces.BIASED_PROBS}
     if targets:
         references["target"] = target_probs(targets)
     result = {}
     for name, probs in references.items():
-        real, _ = synthfaces.generate(config.num_real, config.real_seed, probs, size=size)
-        real_features, _ = featurize(real)
-        result[name] = {"kid": kernel_inception_distance(features, real_features),
-                        "fid": frechet_distance(features, real_features),
+        real = real_features(featurize, evaluator_id, probs, config, size)
+        result[name] = {"kid": kernel_inception_distance(features, real),
+                        "fid": frechet_distance(features, real),
                         "num_real": config.num_real}
     return result
