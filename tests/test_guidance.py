@@ -125,6 +125,25 @@ def test_scale_carries_over_between_batch_sizes():
     assert np.abs(np.asarray(small - h)).max() > 1e-3
 
 
+def test_target_weight_scales_that_targets_push():
+    """Weight w on the only target: the update is w times the unweighted one; the refs argument
+    replaces p_ref."""
+    predict = linear_predictor()
+    targets = [parse_target("hair=0.5,0.5", NUM_CLASSES)]
+    h = jax.random.normal(jax.random.key(3), (8, 2, 2, 3))
+    plain, _ = guide_h(h, predict, targets, GuidanceConfig(temperature=2.0), jnp.float32(0.1))
+    weighted, _ = guide_h(h, predict, targets,
+                          GuidanceConfig(temperature=2.0, target_weights=("hair=3",)),
+                          jnp.float32(0.1))
+    np.testing.assert_allclose(weighted - h, 3 * (plain - h), rtol=1e-3, atol=1e-6)
+    refs = {"hair": jnp.array([0.5, 0.5])}
+    same, _ = guide_h(h, predict, targets, GuidanceConfig(temperature=2.0), jnp.float32(0.1),
+                      refs=refs)
+    np.testing.assert_array_equal(same, plain)
+    with pytest.raises(ValueError, match="bad target weight"):
+        GuidanceConfig(target_weights=("hair",))
+
+
 def test_step_scale_interval_and_schedule():
     config = GuidanceConfig(scale=2.0, start_step=1, end_step=3)
     scales = [float(step_scale(config, jnp.int32(i), jnp.float32(0.02), 5)) for i in range(5)]

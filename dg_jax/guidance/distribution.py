@@ -35,14 +35,31 @@ class GuidanceConfig:
     start_step: int = 1  # guide loop steps start_step <= i < end_step (original: all but the first)
     end_step: int | None = None  # None: to the last step
     schedule: str = "beta_power"  # s_t = scale * beta_t ** 0.05 (original code) | constant
+    # "target=w": that target's loss counts w times (default 1). Attributes differ in how far a
+    # push on h moves the image (on the embedded model hair needs about twice glasses' scale).
+    target_weights: tuple[str, ...] = ()
 
     def __post_init__(self):
+        for spec in self.target_weights:
+            name, _, value = spec.rpartition("=")
+            try:
+                ok = bool(name) and float(value) >= 0
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"bad target weight {spec!r}; use TARGET=WEIGHT, e.g. hair=2")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown guidance loss {self.loss!r}; use {sorted(LOSSES)}")
         if self.schedule not in ("beta_power", "constant"):
             raise ValueError(f"unknown guidance schedule {self.schedule!r}")
         if self.temperature <= 0 or self.scale < 0:
             raise ValueError("guidance temperature must be > 0 and scale >= 0")
+
+
+def target_weights(config: GuidanceConfig) -> dict[str, float]:
+    """target name -> loss weight (targets not named: 1)."""
+    return {spec.rpartition("=")[0]: float(spec.rpartition("=")[2])
+            for spec in config.target_weights}
 
 
 def class_probabilities(logits: dict[str, jax.Array], temperature: float) -> dict[str, jax.Array]:
@@ -68,14 +85,23 @@ def batch_distribution(probs: dict[str, jax.Array], target: Target,
     return jax.lax.pmean(p, axis_name) if axis_name else p
 
 
+# target name -> the distribution [prod K] a batch is pushed towards, when it is not the target's
+# own p_ref: dataset-level balance (dg_jax/balance.py) steers each batch to the remaining deficit.
+References = dict[str, jax.Array]
+
+
 def distribution_loss(probs: dict[str, jax.Array], targets: Sequence[Target], loss: str,
-                      axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """(sum over targets of L(p_hat, p_ref), target name -> p_hat)."""
+                      axis_name: str | None = None, refs: References | None = None,
+                      weights: dict[str, float] | None = None
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(sum over targets of w * L(p_hat, p_ref), target name -> p_hat); `refs` replaces p_ref,
+    `weights` (default 1) weigh the targets."""
     fn = LOSSES[loss]
     total, p_hats = jnp.float32(0.0), {}
     for target in targets:
         p_hat = batch_distribution(probs, target, axis_name)
-        total = total + fn(p_hat, jnp.asarray(target.array))
+        ref = jnp.asarray(target.array) if refs is None else refs[target.name]
+        total = total + (weights or {}).get(target.name, 1.0) * fn(p_hat, ref)
         p_hats[target.name] = p_hat
     return total, p_hats
 
@@ -91,18 +117,19 @@ def step_scale(config: GuidanceConfig, step: jax.Array, beta_t: jax.Array,
 
 
 def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config: GuidanceConfig,
-            scale: jax.Array, batch_size: int | None = None,
-            axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+            scale: jax.Array, axis_name: str | None = None, refs: References | None = None
+            ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """One distribution-guidance update of h: [B, ...] -> (h' [B, ...], p_hat before the update).
 
-    `scale` is s_t (from `step_scale`); `batch_size` is the N of the batch distribution (the
-    global batch with `axis_name`; default: h's batch).
+    `scale` is s_t (from `step_scale`). With `axis_name` (inside shard_map) p_hat is the global
+    batch's and N the global batch size. `refs` replaces the targets' p_ref.
     """
-    n = batch_size or h.shape[0]
+    n = h.shape[0] * (jax.lax.psum(1, axis_name) if axis_name else 1)
 
     def loss_of_h(h):
         probs = class_probabilities(predict(h), config.temperature)
-        return distribution_loss(probs, targets, config.loss, axis_name)
+        return distribution_loss(probs, targets, config.loss, axis_name, refs,
+                                 target_weights(config))
 
     grad, p_hats = jax.grad(loss_of_h, has_aux=True)(h.astype(jnp.float32))
     return (h - (scale * n * grad).astype(h.dtype)), p_hats

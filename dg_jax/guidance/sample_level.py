@@ -13,20 +13,28 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from dg_jax.guidance.distribution import GuidanceConfig, Predictor, batch_distribution
+from dg_jax.guidance.distribution import (
+    GuidanceConfig,
+    Predictor,
+    References,
+    batch_distribution,
+    target_weights,
+)
 from dg_jax.guidance.targets import Target
 
 # Folded into a sample's key to draw its target cells, apart from the sampler's noise indices.
 CELL_DRAW_SALT = (1 << 30) + 1
 
 
-def draw_cells(keys: jax.Array, targets: Sequence[Target]) -> dict[str, jax.Array]:
-    """Per-sample target cells: keys [B] -> target name -> int32 [B], cell ~ p_ref (row-major
-    over the target's attributes). Target j uses fold_in(key, salt + j), so it depends only on the
-    sample's key."""
+def draw_cells(keys: jax.Array, targets: Sequence[Target], refs: References | None = None
+               ) -> dict[str, jax.Array]:
+    """Per-sample target cells: keys [B] -> target name -> int32 [B], cell ~ p_ref (or
+    refs[name]; row-major over the target's attributes). Target j uses fold_in(key, salt + j), so
+    it depends only on the sample's key."""
     cells = {}
     for j, target in enumerate(targets):
-        logp = jnp.log(jnp.asarray(target.array))  # -inf for forbidden cells: never drawn
+        ref = jnp.asarray(target.array) if refs is None else refs[target.name]
+        logp = jnp.log(ref)  # -inf for forbidden cells: never drawn
         draw = lambda k, j=j, logp=logp: jax.random.categorical(  # noqa: E731
             jax.random.fold_in(k, CELL_DRAW_SALT + j), logp)
         cells[target.name] = jax.vmap(draw)(keys).astype(jnp.int32)
@@ -43,16 +51,19 @@ def cell_log_probability(log_probs: dict[str, jax.Array], target: Target,
 
 
 def sample_level_loss(logits: dict[str, jax.Array], targets: Sequence[Target],
-                      cells: dict[str, jax.Array], temperature: float
+                      cells: dict[str, jax.Array], temperature: float,
+                      weights: dict[str, float] | None = None
                       ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """(sum over samples and targets of -log p(cell), target name -> batch distribution p_hat).
+    """(sum over samples and targets of -w log p(cell), target name -> batch distribution
+    p_hat); `weights` (default 1) weigh the targets.
 
     A sum, not a mean: each sample's gradient is its own, whatever the batch size.
     """
     scaled = {a: v.astype(jnp.float32) / temperature for a, v in logits.items()}
     log_probs = {a: jax.nn.log_softmax(v, axis=-1) for a, v in scaled.items()}
     probs = {a: jnp.exp(v) for a, v in log_probs.items()}
-    loss = -sum(jnp.sum(cell_log_probability(log_probs, t, cells[t.name])) for t in targets)
+    loss = -sum((weights or {}).get(t.name, 1.0)
+                * jnp.sum(cell_log_probability(log_probs, t, cells[t.name])) for t in targets)
     return loss, {t.name: batch_distribution(probs, t) for t in targets}
 
 
@@ -60,7 +71,8 @@ def guide_h_per_sample(h: jax.Array, predict: Predictor, targets: Sequence[Targe
                        cells: dict[str, jax.Array], config: GuidanceConfig, scale: jax.Array
                        ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """h [B, ...] -> (h - s_t * d(-log p(cell))/dh, p_hat before the update)."""
-    loss = lambda h: sample_level_loss(predict(h), targets, cells, config.temperature)  # noqa: E731
+    loss = lambda h: sample_level_loss(predict(h), targets, cells, config.temperature,  # noqa: E731
+                                       target_weights(config))
     grad, p_hats = jax.grad(loss, has_aux=True)(h.astype(jnp.float32))
     return h - (scale * grad).astype(h.dtype), p_hats
 
