@@ -51,8 +51,11 @@ def load_params_into(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
     state = nnx.state(model, nnx.Param)
     target = nnx.to_pure_dict(state)
     meta = read_bundle_config(path)
-    stored = jax.tree.map(
-        lambda p: jax.ShapeDtypeStruct(p.shape, jnp.dtype(meta["param_dtype"])), target)
+    # On this process's first device: with several processes (multi-host generation) every
+    # process restores its own copy, whatever topology the checkpoint was written on.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    stored = jax.tree.map(lambda p: jax.ShapeDtypeStruct(
+        p.shape, jnp.dtype(meta["param_dtype"]), sharding=device), target)
     with ocp.StandardCheckpointer() as ckpt:
         loaded = ckpt.restore(path / "params", stored)
     loaded = jax.tree.map(lambda p, t: jnp.asarray(p, t.dtype), loaded, target)

@@ -9,6 +9,7 @@ and any shard can be regenerated alone.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import time
 
@@ -16,18 +17,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm import tqdm
 
 from dg_jax import checkpoints, configs
-from dg_jax.data import generated, shards
+from dg_jax.balance import deficit_distribution, max_deviation
+from dg_jax.data import generated
 from dg_jax.data.images import to_model_range, to_uint8
+from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
-from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.targets import Target, check_disjoint, parse_target
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.loading import load_adp, load_classifier, load_unet
+from dg_jax.parallel import (
+    DATA_AXIS,
+    batch_mesh,
+    batch_sharding,
+    global_batch,
+    local_row_range,
+    local_rows,
+    replicate,
+)
 from dg_jax.sampling import GUIDANCE_METHODS as SAMPLER_GUIDANCE_METHODS
 from dg_jax.sampling import make_sampler
 
@@ -47,6 +61,10 @@ class GenerateConfig:
     adp: str = ""  # ADP bundle for the model (distribution, sample); empty: the embedded model's
     guidance: GuidanceConfig = GuidanceConfig()
     png: bool = False  # also write OUT/png/<index>.png
+    # dataset: each batch is steered to what the data set written so far lacks (balance.py);
+    # batch: to p_ref, each batch on its own (the paper)
+    balance: str = "dataset"
+    distribution_scope: str = "global"  # p_hat over the global batch, or each device's own
 
     def validate(self) -> None:
         for name in ("num_images", "batch_size", "shard_size"):
@@ -61,6 +79,13 @@ class GenerateConfig:
         if self.method in ("distribution", "sample") and not self.adp and self.model:
             raise UserError(f"--method {self.method} needs --adp (an ADP bundle trained for the "
                             "model)")
+        if self.png and "://" in self.out:
+            raise UserError("--png writes local files; use it with a local --out")
+        if self.balance not in ("dataset", "batch"):
+            raise UserError(f"unknown --balance {self.balance!r}; use dataset or batch")
+        if self.distribution_scope not in ("global", "local"):
+            raise UserError(f"unknown --distribution-scope {self.distribution_scope!r}; "
+                            "use global or local")
         if self.method == "image" and self.classifier == "none":
             raise UserError("--method image guides with the classifier; --classifier none "
                             "leaves it without one")
@@ -88,6 +113,10 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
         num_classes = adp.config.num_classes
     targets = [parse_target(spec, num_classes) for spec in config.targets]
     check_disjoint(targets)
+    unknown = sorted(set(target_weights(config.guidance)) - {t.name for t in targets})
+    if unknown:
+        raise UserError(f"--target-weight for {', '.join(unknown)}, which is not a target "
+                        f"(targets: {', '.join(t.name for t in targets)})")
     return adp, targets
 
 
@@ -120,67 +149,155 @@ def load_model(config):
     return unet, model_config, config
 
 
+def make_batch_labeller(classifier: AttributeClassifier, targets: list[Target], mesh: Mesh):
+    """Returns a jitted (images [G, H, W, 3] in [-1, 1], valid bool [G]) -> (uint8 images [G],
+    attribute -> probabilities [G, K], counts) for a batch split over `mesh`. counts (the same on
+    every host; padding rows left out): attribute -> [K] and target name -> [prod K] cell counts
+    of the argmax labels."""
+    graphdef, state = nnx.split(classifier)
+    state = replicate(state, mesh)
+    rows, everywhere = NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P())
+
+    @functools.partial(jax.jit, out_shardings=(rows, rows, everywhere))
+    def label(state, images, valid):
+        images = to_uint8(images)
+        logits = nnx.merge(graphdef, state)(to_model_range(images))
+        probs = {n: jax.nn.softmax(v.astype(jnp.float32), axis=-1) for n, v in logits.items()}
+        labels = {n: jnp.argmax(v, axis=-1) for n, v in logits.items()}
+        weight = valid.astype(jnp.int32)[:, None]
+
+        def count(index, size):
+            return jnp.sum(jax.nn.one_hot(index, size, dtype=jnp.int32) * weight, axis=0)
+
+        counts = {n: count(v, logits[n].shape[-1]) for n, v in labels.items()}
+        for t in targets:
+            cells = jnp.ravel_multi_index(tuple(labels[a] for a in t.attributes),
+                                          t.num_classes, mode="clip")
+            counts[t.name] = count(cells, len(t.probs))
+        return images, probs, counts
+
+    return lambda images, valid: label(state, images, valid)
+
+
 def run(config: GenerateConfig) -> dict:
-    """Generates the data set (skipping shards already on disk) and returns the manifest."""
+    """Generates the data set (continuing after the shards already complete) over every device
+    of every host, and returns the manifest."""
     config.validate()
     # Models first: a missing checkpoint must not leave an output directory behind.
     unet, model_config, config = load_model(config)
     # The labeller; image guidance steers with it too. None for a real model without one.
     classifier = None if config.classifier == "none" else load_classifier(config.classifier or None)
     adp, targets = load_guidance(config, classifier)
+    if config.balance == "dataset" and targets and classifier is None:
+        raise UserError("--balance dataset counts the labels of written images: it needs a "
+                        "--classifier (or use --balance batch)")
+    try:
+        mesh = batch_mesh(config.batch_size)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     try:
         sample = make_sampler(unet, model_config, config.sampler, adp, targets, config.guidance,
                               method=config.method if config.method != "none" else "distribution",
-                              classifier=classifier)
+                              classifier=classifier, mesh=mesh,
+                              distribution_scope=config.distribution_scope)
     except ValueError as e:  # an ADP for another UNet or for other timesteps
         raise UserError(str(e)) from None
-    label = make_labeller(classifier) if classifier is not None else (lambda images: {})
+    label = make_batch_labeller(classifier, targets, mesh) if classifier is not None else None
     wanted = configs.to_dict(config)
     wanted.pop("png")  # writing PNGs as well does not change the data set
-    shards.prepare_output_dir(config.out, wanted)
+    writer = DatasetWriter(config.out, wanted, config.num_images, config.shard_size)
     out = pathlib.Path(config.out)
     if config.png:
         (out / "png").mkdir(exist_ok=True)
+    progress = writer.progress or {}
+    counts = {k: np.asarray(v, np.int64) for k, v in progress.get("counts", {}).items()}
+    batch = config.batch_size
+    lo_row, hi_row = local_row_range(mesh, batch)
+    keys_of = jax.jit(functools.partial(sample_keys, config.seed),
+                      out_shardings=batch_sharding(mesh))
 
-    def make_records(idx: np.ndarray, count: int) -> list[bytes]:
-        images = to_uint8(sample(sample_keys(config.seed, idx))[0])
-        probs = jax.device_get(label(images))
+    def generate_batch(start: int, stop: int) -> list[bytes]:
+        """Global batch [start, start + batch) (rows >= stop are padding); this host's records."""
+        index = np.arange(start, start + batch)
+        valid = index < stop
+        refs = None
+        if config.balance == "dataset" and targets:
+            refs = replicate({t.name: deficit_distribution(
+                counts.get(t.name, np.zeros(len(t.probs))), t.array, int(valid.sum()))
+                for t in targets}, mesh)
+        images, _ = sample(keys_of(global_batch(mesh, index)), refs)
+        if label is None:
+            images, probs = to_uint8(images), {}
+        else:
+            images, probs, batch_counts = label(images, global_batch(mesh, valid))
+            for k, v in jax.device_get(batch_counts).items():
+                counts[k] = counts.get(k, 0) + np.asarray(v, np.int64)
+        images = local_rows(images)
+        probs = {n: local_rows(v) for n, v in probs.items()}
         records = []
-        for j in range(count):
+        for j in range(hi_row - lo_row):
+            i = index[lo_row + j]
+            if i >= stop:
+                break
             p = {n: v[j] for n, v in probs.items()}
             records.append(generated.encode_record(
-                images[j], idx[j], config.seed, {n: int(np.argmax(v)) for n, v in p.items()}, p))
+                images[j], i, config.seed, {n: int(np.argmax(v)) for n, v in p.items()}, p))
             if config.png:
-                Image.fromarray(images[j]).save(out / "png" / f"{idx[j]:08d}.png")
+                Image.fromarray(images[j]).save(out / "png" / f"{i:08d}.png")
         return records
 
-    bar = tqdm(total=config.num_images, desc="generate", unit="img", dynamic_ncols=True)
-    start_time = time.time()
-    made = shards.fill_missing_shards(out, config.num_images, config.shard_size,
-                                      config.batch_size, make_records, bar)
+    first = writer.next_shard
+    done = writer.shard_range(first)[0] if first < writer.num_shards else config.num_images
+    bar = tqdm(total=config.num_images, initial=done, unit="img", dynamic_ncols=True,
+               desc=f"generate (host {writer.host}/{writer.hosts})")
+    start_time, made = time.time(), 0
+    for shard in range(first, writer.num_shards):
+        lo, hi = writer.shard_range(shard)
+        if writer.hosts > 1:
+            bar.write(f"host {writer.host}: shard {shard} (images {lo}..{hi - 1})")
+        records = []
+        for start in range(lo, hi, batch):
+            records.extend(generate_batch(start, hi))
+            made += min(batch, hi - start)
+            bar.update(min(batch, hi - start))
+            if counts:
+                bar.set_postfix_str(achieved_text(counts, targets, classifier), refresh=False)
+        writer.write_part(shard, records)
+        writer.commit(shard, summarise(counts, targets, writer.shard_range(shard)[1]))
     bar.close()
     elapsed = time.time() - start_time
-    manifest = build_manifest(out, wanted)
-    manifest["last_run"] = {"generated": made, "seconds": round(elapsed, 2),
-                            "images_per_second": round(made / elapsed, 3) if made else None}
-    shards.write_json_atomic(out / "manifest.json", manifest)
+    manifest = writer.record_run({"generated": made, "seconds": round(elapsed, 2),
+                                  "images_per_second": round(made / elapsed, 3) if made else None})
+    if writer.host == 0 and targets and counts:
+        print(summary_table(manifest, targets))
     return manifest
 
 
-def build_manifest(out: pathlib.Path, config: dict) -> dict:
-    """Counts and class shares of the labels in every shard under `out`."""
-    counts: dict[str, list[int]] = {}
-    total = 0
-    for f in shards.shard_files(out):
-        for r in shards.read_shard(f):
-            total += 1
-            for attr, probs in r["probs"].items():
-                c = counts.setdefault(attr, [0] * len(probs))
-                c[r["labels"][attr]] += 1
-    return {
-        "config": config,
-        "num_images": total,
-        "num_shards": len(shards.shard_files(out)),
-        "counts": counts,
-        "shares": {a: [round(v / total, 6) for v in c] for a, c in counts.items()},
-    }
+def summarise(counts: dict[str, np.ndarray], targets: list[Target], num_images: int) -> dict:
+    """The manifest's label statistics: counts and shares per attribute and per target cell, and
+    each target's largest deviation from p_ref."""
+    as_list = {k: [int(c) for c in v] for k, v in counts.items()}
+    shares = {k: [round(c / num_images, 6) for c in v] for k, v in as_list.items()}
+    return {"num_images": num_images, "counts": as_list, "shares": shares,
+            "max_deviation": {t.name: round(max_deviation(counts[t.name], t.array), 6)
+                              for t in targets if t.name in counts}}
+
+
+def achieved_text(counts: dict[str, np.ndarray], targets: list[Target], classifier) -> str:
+    """Progress-bar text: the shares so far of each target (or of every labelled attribute)."""
+    names = [t.name for t in targets] or list(classifier.config.num_classes)
+    parts = []
+    for n in names:
+        c = counts[n]
+        parts.append(f"{n} " + "/".join(f"{100 * v / max(c.sum(), 1):.0f}" for v in c))
+    return " ".join(parts)
+
+
+def summary_table(manifest: dict, targets: list[Target]) -> str:
+    """Achieved vs target shares, one line per target cell."""
+    lines = [f"{'target':<16}{'cell':>6}{'achieved':>10}{'p_ref':>8}"]
+    for t in targets:
+        for k, (got, want) in enumerate(zip(manifest["shares"][t.name], t.array)):
+            lines.append(f"{t.name:<16}{k:>6}{100 * got:>9.2f}%{100 * want:>7.1f}%")
+        lines.append(f"{t.name:<16}{'max |dev|':>6} {100 * manifest['max_deviation'][t.name]:.2f} pp")
+    return "\n".join(lines)

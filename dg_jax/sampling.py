@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from dg_jax.diffusion import samplers
 from dg_jax.diffusion.sampler_config import SamplerConfig
@@ -25,6 +27,7 @@ from dg_jax.guidance.distribution import (
     class_probabilities,
     guide_h,
     step_scale,
+    target_weights,
 )
 from dg_jax.guidance.sample_level import draw_cells, guide_h_per_sample, sample_level_loss
 from dg_jax.guidance.targets import Target
@@ -32,6 +35,7 @@ from dg_jax.models.adp import ADP
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet
+from dg_jax.parallel import DATA_AXIS, replicate
 
 
 def sampling_plan(model_config: ModelConfig, config: SamplerConfig):
@@ -63,8 +67,9 @@ GUIDANCE_METHODS = ("distribution", "sample", "image")
 def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
                  adp: ADP | None = None, targets: Sequence[Target] = (),
                  guidance: GuidanceConfig | None = None, record_h: bool = False,
-                 method: str = "distribution", classifier: AttributeClassifier | None = None):
-    """Returns a jitted keys [B] -> (images [B, H, W, C] in [-1, 1], trace).
+                 method: str = "distribution", classifier: AttributeClassifier | None = None,
+                 mesh: Mesh | None = None, distribution_scope: str = "global"):
+    """Returns a jitted (keys [B], refs=None) -> (images [B, H, W, C] in [-1, 1], trace).
 
     method (when targets are given):
       distribution  the paper's method: the batch distribution of the ADP's predictions on h is
@@ -74,15 +79,23 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
       image         baseline, universal-guidance style: the same per-sample loss with `classifier`
                     on x0_hat, differentiated w.r.t. x_t through the UNet (a forward and a
                     backward pass of the UNet per step).
-    trace["p_hat"]: target name -> batch distribution before each step's update [S, K] (guided
-    only); trace["h"]: h at every step, [S, B, h, w, c] float16 (before guidance), if record_h.
-    Fields of `config` left None take the model's sampling defaults.
+    refs: target name -> distribution [prod K] to steer towards instead of the target's p_ref (a
+    traced argument: changing it does not recompile).
+    mesh: a 1-D (DATA_AXIS,) device mesh (dg_jax.parallel.data_mesh): the batch is split over its
+    devices with jax.shard_map (B must be a multiple of the device count). distribution_scope
+    "global" pushes the global batch's p_hat (one all-reduce of K floats per step), "local" each
+    device's own.
+    trace["p_hat"]: target name -> batch distribution (global) before each step's update [S, K]
+    (guided only); trace["h"]: h at every step, [S, B, h, w, c] float16 (before guidance), if
+    record_h. Fields of `config` left None take the model's sampling defaults.
     """
     config, ts, alpha_bar, final = sampling_plan(model_config, config)
     targets = tuple(targets)
     guided = len(targets) > 0 and (classifier if method == "image" else adp) is not None
     if method not in GUIDANCE_METHODS:
         raise ValueError(f"unknown guidance method {method!r}; use {', '.join(GUIDANCE_METHODS)}")
+    if distribution_scope not in ("global", "local"):
+        raise ValueError(f"unknown distribution scope {distribution_scope!r}; use global or local")
     if guided and method != "image":
         check_adp_fits(adp, model, ts)
     guidance = guidance or GuidanceConfig()
@@ -90,11 +103,11 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
     c = model.config
     shape = (c.sample_size, c.sample_size, c.in_channels)
     graphdef, state = nnx.split((model, adp, classifier))
+    guide_axis = DATA_AXIS if mesh is not None and distribution_scope == "global" else None
 
-    @jax.jit
-    def sample(state, keys):
+    def sample(state, keys, refs):
         unet, predictor, image_classifier = nnx.merge(graphdef, state)
-        cells = draw_cells(keys, targets) if guided and method != "distribution" else {}
+        cells = draw_cells(keys, targets, refs) if guided and method != "distribution" else {}
 
         def h_guided_fn(x, t, i):
             enc = unet.encode(x, t)
@@ -105,7 +118,8 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
                 scale = step_scale(guidance, i, betas[t[0]], len(ts))
                 predict = lambda h: predictor(h, t, i)  # noqa: E731
                 if method == "distribution":
-                    h, trace["p_hat"] = guide_h(h, predict, targets, guidance, scale)
+                    h, trace["p_hat"] = guide_h(h, predict, targets, guidance, scale,
+                                                guide_axis, refs)
                 else:
                     h, trace["p_hat"] = guide_h_per_sample(h, predict, targets, cells, guidance,
                                                            scale)
@@ -118,7 +132,8 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
                 out = unet(x, t)
                 x0, _ = samplers.predict_x0_eps(out, x, a, c.prediction_type)
                 logits = image_classifier(jnp.clip(x0, -1, 1))
-                loss, p_hats = sample_level_loss(logits, targets, cells, guidance.temperature)
+                loss, p_hats = sample_level_loss(logits, targets, cells, guidance.temperature,
+                                                 target_weights(guidance))
                 return loss, (out, p_hats)
 
             def guided_output(x):
@@ -143,9 +158,24 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
         x_T = samplers.initial_noise(keys, shape)
         x0, trace = samplers.sample(model_fn, x_T, keys, alpha_bar, ts, config.method,
                                     config.eta, c.prediction_type, config.clip_range, final)
+        if mesh is not None and "p_hat" in trace:
+            # the trace reports the global batch, whichever batch was pushed (pmean leaves an
+            # already global p_hat as it is)
+            trace["p_hat"] = jax.lax.pmean(trace["p_hat"], DATA_AXIS)
         return jnp.clip(x0, -1, 1), trace
 
-    return lambda keys: sample(state, keys)
+    if mesh is not None:
+        trace_specs = {}
+        if guided:
+            trace_specs["p_hat"] = P()
+        if record_h:
+            trace_specs["h"] = P(None, DATA_AXIS)
+        sample = jax.shard_map(sample, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()),
+                               out_specs=(P(DATA_AXIS), trace_specs))
+        state = replicate(state, mesh)
+    sample = jax.jit(sample)
+    default_refs = {t.name: jnp.asarray(t.array, jnp.float32) for t in targets}
+    return lambda keys, refs=None: sample(state, keys, default_refs if refs is None else refs)
 
 
 def make_h_inverter(model: UNet, model_config: ModelConfig, config: SamplerConfig):

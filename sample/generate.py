@@ -11,13 +11,15 @@ import argparse
 import json
 import sys
 
+import jax
+
 from dg_jax.errors import UserError
 from dg_jax.flags import add_sampler_flags, sampler_from_flags
 from dg_jax.generation import GUIDANCE_METHODS, GenerateConfig, run
 from dg_jax.guidance.distribution import GuidanceConfig
 
 
-def parse_args(argv=None) -> GenerateConfig:
+def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output directory")
@@ -45,6 +47,9 @@ def parse_args(argv=None) -> GenerateConfig:
                         "embedded model: its shipped ADP)")
     g.add_argument("--guidance-scale", type=float, default=GuidanceConfig.scale,
                    help="per-sample step size s (batch-size independent)")
+    g.add_argument("--target-weight", action="append", default=[],
+                   help="TARGET=W: weigh that target's loss W times (default 1), e.g. hair=2 "
+                        "for an attribute that moves less per push; repeatable")
     g.add_argument("--guidance-loss", default=GuidanceConfig.loss, choices=["chi_square", "kl", "l2"])
     g.add_argument("--temperature", type=float, default=GuidanceConfig.temperature,
                    help="softmax temperature of the ADP logits (original code: 8)")
@@ -53,31 +58,60 @@ def parse_args(argv=None) -> GenerateConfig:
     g.add_argument("--guidance-end", type=int, help="guide steps before this one (default: all)")
     g.add_argument("--guidance-schedule", default=GuidanceConfig.schedule,
                    choices=["beta_power", "constant"])
+    g.add_argument("--balance", default="dataset", choices=["dataset", "batch"],
+                   help="dataset (default): steer each batch to what the images written so far "
+                        "lack, so the whole data set meets the target; batch: each batch to the "
+                        "target on its own (the paper)")
+    g.add_argument("--distribution-scope", default="global", choices=["global", "local"],
+                   help="batch distribution over the global batch (all devices and hosts; one "
+                        "all-reduce per step) or each device's own")
+    d = p.add_argument_group("multi-host (one process per host)")
+    d.add_argument("--distributed", action="store_true",
+                   help="join the other hosts with jax.distributed.initialize() (on Cloud TPU "
+                        "the rest is found automatically)")
+    d.add_argument("--coordinator", help="host:port of process 0 (not needed on Cloud TPU)")
+    d.add_argument("--num-processes", type=int)
+    d.add_argument("--process-id", type=int)
     p.add_argument("--png", action="store_true", help="also write OUT/png/<index>.png")
     a = p.parse_args(argv)
     sampler = sampler_from_flags(a)
     try:
         guidance = GuidanceConfig(loss=a.guidance_loss, scale=a.guidance_scale,
                                   temperature=a.temperature, start_step=a.guidance_start,
-                                  end_step=a.guidance_end, schedule=a.guidance_schedule)
+                                  end_step=a.guidance_end, schedule=a.guidance_schedule,
+                                  target_weights=tuple(a.target_weight))
     except ValueError as e:
         raise UserError(str(e)) from None
     return GenerateConfig(out=a.out, num_images=a.num_images, seed=a.seed,
                           batch_size=a.batch_size, shard_size=a.shard_size, model=a.model,
                           classifier=a.classifier, sampler=sampler, method=a.method,
                           targets=tuple(a.target + a.joint), adp=a.adp, guidance=guidance,
-                          png=a.png)
+                          png=a.png, balance=a.balance,
+                          distribution_scope=a.distribution_scope), a
+
+
+def join_hosts(a) -> None:
+    """jax.distributed.initialize() before anything touches a device."""
+    if a.distributed:
+        # CPU hosts (tests, a workstation) need collectives across processes; TPU and GPU
+        # backends bring their own and ignore this.
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(coordinator_address=a.coordinator,
+                                   num_processes=a.num_processes, process_id=a.process_id)
 
 
 def main(argv=None) -> int:
     try:
-        config = parse_args(argv)
+        config, flags = parse_args(argv)
         config.validate()
+        join_hosts(flags)
         manifest = run(config)
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: manifest[k] for k in ("num_images", "shares", "last_run")}, indent=2))
+    if jax.process_index() == 0:
+        print(json.dumps({k: manifest[k] for k in ("num_images", "shares", "max_deviation",
+                                                   "last_run") if k in manifest}, indent=2))
     return 0
 
 

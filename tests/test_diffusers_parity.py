@@ -254,7 +254,7 @@ def test_hspace_collection_and_adp_training_on_a_diffusers_model(tmp_path):
                                 "--classifier", str(tmp_path / "clf"), "--num-samples", "8",
                                 "--batch-size", "4", "--steps", "2"]) == 0
     _, report = train(ADPTrainConfig(data=str(tmp_path / "h"), workdir=str(tmp_path / "adp"),
-                                     hidden=8, time_dim=8, holdout=0.25, batch_size=2, steps=2,
+                                     hidden=8, time_dim=8, holdout=0.25, batch_size=4, steps=2,
                                      export=str(tmp_path / "adp_bundle")))
     assert report["heldout_samples"] == 2 and len(report["timesteps"]) == 2
     # Guided generation on the converted model with the ADP trained for it.

@@ -1,10 +1,11 @@
 """On-disk format of a generated data set and its reader.
 
     OUT/run.json                         the config the run was started with (checked on rerun)
-    OUT/shard-00000.array_record, ...    one record per image, in index order (see `encode_record`)
-    OUT/manifest.json                    written last: config, counts, achieved class shares
+    OUT/shard-00000-part-000-of-001.array_record, ...   one record per image (see `encode_record`)
+    OUT/manifest.json                    written last: complete shards, counts, achieved shares
 
-Shards are written atomically and resumably by `dg_jax.data.shards`. Each record is msgpack:
+Shards are written atomically, resumably and by every host at once by `dg_jax.data.writer`.
+Each record is msgpack:
 {"image_png": bytes, "index": int, "seed": int, "labels": {attr: int}, "probs": {attr: [float]}}.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from dg_jax.data.images import decode_png, encode_png
 from dg_jax.data.shards import read_shard, shard_files
+from dg_jax.data.writer import dataset_files
 
 
 def encode_record(image: np.ndarray, index: int, seed: int, labels: dict[str, int],
@@ -28,13 +30,21 @@ def encode_record(image: np.ndarray, index: int, seed: int, labels: dict[str, in
     })
 
 
+def decode_record(record: bytes) -> dict:
+    """One record (e.g. from grain's ArrayRecordDataSource over `dataset_files(OUT)`) ->
+    {"image": uint8 [H, W, 3], "index", "seed", "labels", "probs"}."""
+    r = msgpack.unpackb(record)
+    return {"image": decode_png(r.pop("image_png")), **r}
+
+
 def read_generated(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a whole generated data set into numpy arrays, sorted by index.
 
     Returns image uint8 [N, H, W, 3], index int64 [N], seed int64 [N], and for every labelled
     attribute label_<attr> int32 [N] and prob_<attr> float32 [N, K].
     """
-    files = shard_files(path)
+    # The manifest's complete shards; parts an interrupted run left behind are not data.
+    files = dataset_files(path) or shard_files(path)
     if not files:
         raise FileNotFoundError(f"no generated shards (shard-*.array_record) in {path}")
     records = [r for f in files for r in read_shard(f)]

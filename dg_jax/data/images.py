@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -13,9 +15,12 @@ def to_model_range(images):
     return images.astype(np.float32) / 127.5 - 1.0
 
 
-def to_uint8(x) -> np.ndarray:
-    """float [..., H, W, C] in [-1, 1] -> uint8 numpy (clipped, rounded)."""
-    return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+def to_uint8(x):
+    """float [..., H, W, C] in [-1, 1] -> uint8 (clipped, rounded): jax in, jax out (also under
+    jit); anything else becomes numpy."""
+    xp = jnp if isinstance(x, jax.Array) else np
+    x = x.astype(xp.float32) if xp is jnp else np.asarray(x, np.float32)
+    return xp.clip(xp.round((x + 1.0) * 127.5), 0, 255).astype(xp.uint8)
 
 
 def encode_png(image: np.ndarray) -> bytes:

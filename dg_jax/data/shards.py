@@ -19,6 +19,7 @@ from collections.abc import Callable
 import msgpack
 import numpy as np
 from array_record.python import array_record_module as ar
+from etils import epath
 
 from dg_jax.errors import ConfigMismatchError, UserError
 
@@ -60,9 +61,10 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def prepare_output_dir(out: str | os.PathLike, config: dict) -> None:
-    """Creates OUT with run.json = config, or checks that an existing OUT has this config."""
-    out = pathlib.Path(out)
+def check_output_dir(out: str | os.PathLike, config: dict) -> bool:
+    """True if OUT holds a run with this config, False if OUT is absent or empty; raises if OUT
+    holds another config or other files. Reads only (local or any etils.epath path)."""
+    out = epath.Path(out)
     run_file = out / "run.json"
     if run_file.exists():
         saved = json.loads(run_file.read_text())
@@ -70,11 +72,21 @@ def prepare_output_dir(out: str | os.PathLike, config: dict) -> None:
             diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             raise ConfigMismatchError(f"{out} holds data made with another config "
                                       f"(differs in {diff}); choose a new --out")
-    elif out.exists() and any(out.iterdir()):
+        return True
+    if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not a dg-jax output directory; choose a new --out")
-    else:
+    return False
+
+
+def prepare_output_dir(out: str | os.PathLike, config: dict) -> None:
+    """Creates OUT with run.json = config, or checks that an existing OUT has this config."""
+    if not check_output_dir(out, config):
+        out = epath.Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_file, config)
+        if "://" in str(out):  # an object store writes an object whole or not at all
+            (out / "run.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        else:
+            write_json_atomic(out / "run.json", config)
 
 
 def fill_missing_shards(out: str | os.PathLike, num_items: int, shard_size: int, batch_size: int,

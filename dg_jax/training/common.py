@@ -17,25 +17,12 @@ from tqdm import tqdm
 
 from dg_jax import configs
 from dg_jax.errors import ConfigMismatchError, UserError
-
-
-def data_mesh() -> jax.sharding.Mesh:
-    """1-D mesh over every local device; the batch is split along the 'data' axis.
-
-    Auto axes: XLA propagates shardings through the model (no sharding-in-types annotations).
-    """
-    return jax.make_mesh((jax.device_count(),), ("data",),
-                         axis_types=(jax.sharding.AxisType.Auto,))
-
-
-def replicate(tree, mesh: jax.sharding.Mesh):
-    """Puts a pytree on every device of the mesh (parameters, optimiser state)."""
-    return jax.device_put(tree, NamedSharding(mesh, P()))
+from dg_jax.parallel import batch_sharding, data_mesh, replicate
 
 
 def shard_batch(batch, mesh: jax.sharding.Mesh):
-    """Splits the leading axis of every array of the batch over the 'data' axis."""
-    return jax.device_put(batch, NamedSharding(mesh, P("data")))
+    """Splits the leading axis of every array of the batch over the data axis."""
+    return jax.device_put(batch, batch_sharding(mesh))
 
 
 def ema_decay(step: jax.Array, max_decay: float) -> jax.Array:
@@ -119,7 +106,7 @@ def fit(config, state, train_step: Callable, get_batch: Callable[[np.ndarray], o
     Returns the final (replicated) state.
     """
     print(f"config: {configs.to_dict(config)}", flush=True)
-    mesh = data_mesh()
+    mesh = data_mesh()  # every device; the batch is split along DATA_AXIS
     manager = checkpoint_manager(config.workdir)
     replicated = NamedSharding(mesh, P())
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),

@@ -65,7 +65,7 @@ def collect(config: CollectConfig) -> dict:
 
         def images_and_h(idx):
             images, trace = sample(sample_keys(config.seed, idx))
-            return to_uint8(images), trace["h"]
+            return np.asarray(to_uint8(images)), trace["h"]
     else:
         invert = make_h_inverter(unet, model_config, config.sampler)
         probs = None if config.invert_probs == "uniform" else synthfaces.BIASED_PROBS

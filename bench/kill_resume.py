@@ -1,0 +1,101 @@
+"""kill -9 at a random moment, then the same command again: the same data set as without the kill.
+
+    python -m bench.kill_resume                  # 10 kills, embedded model, 5 steps, 96 images
+    python -m bench.kill_resume --repeats 3 --num-images 48
+
+One uninterrupted reference run, then for each repeat a fresh output folder: the generation
+command is started, SIGKILLed after a uniformly random time within the reference run's duration
+(start-up included), and run again to the end. Each result must hold the reference's shard
+files byte for byte, and every index exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dg_jax.data.generated import read_generated
+from dg_jax.data.writer import dataset_files, stray_parts
+
+
+def digest(out: str | os.PathLike) -> dict[str, str]:
+    """sha256 of every shard file the manifest lists."""
+    return {Path(f).name: hashlib.sha256(Path(f).read_bytes()).hexdigest()
+            for f in dataset_files(out)}
+
+
+def index_check(out: str | os.PathLike, num_images: int) -> tuple[int, int]:
+    """(lost, duplicated) indices of the data set in `out`."""
+    index = read_generated(out)["index"]
+    seen = set(index.tolist())
+    return num_images - len(seen & set(range(num_images))), len(index) - len(seen)
+
+
+def run(cmd: list[str], kill_after: float | None = None) -> tuple[bool, float]:
+    """Runs `cmd`; with kill_after, SIGKILLs it then if still running. (killed, seconds)."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        proc.wait(timeout=kill_after)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
+        return False, time.time() - start
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return True, time.time() - start
+
+
+def command(out: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "sample.generate", "--out", str(out), *extra]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--num-images", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0, help="of the kill times")
+    p.add_argument("--args", default="--batch-size 8 --shard-size 16 --steps 5 --method "
+                   "distribution --target hair=uniform",
+                   help="further sample.generate flags")
+    a = p.parse_args(argv)
+    extra = ["--num-images", str(a.num_images), *a.args.split()]
+    rng = random.Random(a.seed)
+    root = Path(tempfile.mkdtemp(prefix="kill_resume_"))
+    try:
+        _, seconds = run(command(root / "reference", extra))
+        reference = digest(root / "reference")
+        print(f"reference: {len(reference)} shard files, {seconds:.1f} s")
+        print("| repeat | killed after (s) | killed | stray parts left | identical | lost | "
+              "duplicated |")
+        print("|---|---|---|---|---|---|---|")
+        failures = 0
+        for r in range(a.repeats):
+            out = root / f"run{r}"
+            kill_after = rng.uniform(0, seconds)
+            killed, _ = run(command(out, extra), kill_after)
+            strays = len(stray_parts(out)) if out.exists() else 0
+            run(command(out, extra))
+            same = digest(out) == reference
+            lost, duplicated = index_check(out, a.num_images)
+            failures += (not same) or lost > 0 or duplicated > 0
+            print(f"| {r} | {kill_after:.1f} | {killed} | {strays} | {same} | {lost} | "
+                  f"{duplicated} |", flush=True)
+        print(f"{a.repeats - failures} of {a.repeats} repeats identical to the reference")
+        return 1 if failures else 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

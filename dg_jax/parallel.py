@@ -1,0 +1,85 @@
+"""Devices and hosts: the ("data",) mesh every sampler and generator splits its batch over.
+
+One process per host (`jax.distributed.initialize()` joins them); each sees all devices of all
+hosts in `jax.devices()` and owns the rows of a global batch that sit on its local devices.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def data_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over `devices` (default: every device of every host), axis DATA_AXIS."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over the mesh's devices."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def batch_mesh(global_batch: int) -> Mesh:
+    """The data mesh for a global batch: every device, or in a single process, when the batch
+    does not split evenly over all of them, the most devices it does split over (with a note
+    on stderr). Several processes need a multiple of the device count."""
+    devices = jax.devices()
+    if global_batch % len(devices) == 0:
+        return data_mesh(devices)
+    if jax.process_count() > 1:
+        raise ValueError(f"the global batch size {global_batch} must be a multiple of the "
+                         f"{len(devices)} devices of all hosts")
+    used = math.gcd(global_batch, len(devices))
+    print(f"note: batch size {global_batch} does not split over {len(devices)} devices; using "
+          f"{used} (choose a multiple of {len(devices)} to use them all)", file=sys.stderr)
+    return data_mesh(devices[:used])
+
+
+def replicate(tree, mesh: Mesh):
+    """A copy of `tree` (e.g. model state; the same values in every process) on every device of
+    the mesh. Built from each process's own copy: no transfers between hosts."""
+    sharding = NamedSharding(mesh, P())
+
+    def put(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.device_put(x, sharding)  # RNG keys (training state): one process only
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def global_batch(mesh: Mesh, values: np.ndarray) -> jax.Array:
+    """A [G, ...] array every process knows whole (indices, masks), split over the mesh."""
+    values = np.asarray(values)
+    return jax.make_array_from_callback(values.shape, batch_sharding(mesh),
+                                        lambda index: values[index])
+
+
+def local_row_range(mesh: Mesh, global_batch: int) -> tuple[int, int]:
+    """[lo, hi): the rows of a global batch this process holds (contiguous: the mesh lists each
+    process's devices together)."""
+    sharding = batch_sharding(mesh)
+    rows = sorted({idx[0].indices(global_batch)[:2]
+                   for idx in sharding.addressable_devices_indices_map((global_batch,)).values()})
+    lo, hi = rows[0][0], rows[-1][1]
+    if hi - lo != sum(b - a for a, b in rows):
+        raise ValueError("this process's devices do not hold one contiguous block of the batch")
+    return lo, hi
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+    """This process's rows of a batch-sharded array, in order, as numpy."""
+    if x.is_fully_addressable:
+        return np.asarray(jax.device_get(x))
+    shards = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+    return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])

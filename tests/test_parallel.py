@@ -1,0 +1,100 @@
+"""Data parallel sampling over the virtual CPU devices (conftest: 4) and dataset-level balance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from helpers import TINY_UNET
+
+from dg_jax.balance import deficit_distribution, max_deviation
+from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
+from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.generation import sample_keys
+from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.targets import parse_target
+from dg_jax.models.adp import ADP, ADPConfig
+from dg_jax.models.config import ModelConfig
+from dg_jax.models.unet import UNet
+from dg_jax.parallel import batch_mesh, data_mesh, local_row_range
+from dg_jax.sampling import make_sampler
+
+MODEL_CONFIG = ModelConfig(TINY_UNET, ScheduleConfig(), DEFAULT_SAMPLING)
+TARGETS = [parse_target("hair=0.5,0.5", {"hair": 2})]
+GUIDANCE = GuidanceConfig(scale=50.0, temperature=1.0, schedule="constant")
+KEYS = sample_keys(0, np.arange(8))
+
+
+@pytest.fixture(scope="module")
+def models():
+    adp = ADP(ADPConfig(attributes=(("hair", 2),), h_shape=TINY_UNET.h_shape, hidden=16,
+                        time_dim=8), rngs=nnx.Rngs(3))
+    return UNet(TINY_UNET, rngs=nnx.Rngs(0)), adp
+
+
+def sampler(models, **kw):
+    unet, adp = models
+    return make_sampler(unet, MODEL_CONFIG, SamplerConfig(num_steps=3, eta=0.0), adp, TARGETS,
+                        GUIDANCE, **kw)
+
+
+def test_there_are_several_devices():
+    assert len(jax.devices()) >= 2 and data_mesh().size == len(jax.devices())
+
+
+def test_global_scope_over_devices_matches_one_device(models):
+    single, trace = sampler(models)(KEYS)
+    split, split_trace = sampler(models, mesh=data_mesh())(KEYS)
+    assert len(split.sharding.device_set) == len(jax.devices())
+    np.testing.assert_allclose(np.asarray(split), np.asarray(single), atol=1e-4)
+    np.testing.assert_allclose(split_trace["p_hat"]["hair"], trace["p_hat"]["hair"], atol=1e-5)
+
+
+def test_local_scope_guides_each_device_batch_on_its_own(models):
+    mesh = data_mesh()
+    local, trace = sampler(models, mesh=mesh, distribution_scope="local")(KEYS)
+    rows = len(KEYS) // mesh.size
+    alone = [sampler(models)(KEYS[i:i + rows]) for i in range(0, len(KEYS), rows)]
+    np.testing.assert_allclose(np.asarray(local), np.concatenate([a[0] for a in alone]),
+                               atol=1e-4)
+    # the trace reports the global batch's p_hat: the mean of the devices' own
+    np.testing.assert_allclose(trace["p_hat"]["hair"],
+                               np.mean([a[1]["p_hat"]["hair"] for a in alone], axis=0), atol=1e-5)
+    assert np.abs(np.asarray(local) - np.asarray(sampler(models, mesh=mesh)(KEYS)[0])).max() > 1e-3
+
+
+def test_refs_replace_the_target_without_recompiling(models):
+    sample = sampler(models, mesh=data_mesh())
+    default, _ = sample(KEYS)
+    same, _ = sample(KEYS, {"hair": jnp.array([0.5, 0.5])})
+    other, _ = sample(KEYS, {"hair": jnp.array([1.0, 0.0])})
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(default))
+    assert np.abs(np.asarray(other) - np.asarray(default)).max() > 1e-3
+
+
+def test_local_rows_of_one_process_are_the_whole_batch():
+    assert local_row_range(data_mesh(), 8) == (0, 8)
+
+
+def test_a_batch_that_does_not_split_evenly_uses_fewer_devices(capsys):
+    assert batch_mesh(8).size == 4
+    assert batch_mesh(6).size == 2 and "using 2" in capsys.readouterr().err
+    assert batch_mesh(3).size == 1
+
+
+@pytest.mark.parametrize("counts, p_ref, batch, expected", [
+    ([5, 3], [0.5, 0.5], 8, [3 / 8, 5 / 8]),  # pay back the 1-image surplus of class 0
+    ([4, 4], [0.5, 0.5], 8, [0.5, 0.5]),  # on target: p_ref itself
+    ([0, 0], [0.25, 0.75], 8, [0.25, 0.75]),  # nothing written yet
+    ([30, 10], [0.5, 0.5], 8, [0.0, 1.0]),  # more surplus than a batch can pay back: clipped
+    ([3, 0, 1], [0.5, 0.0, 0.5], 4, [0.25, 0.0, 0.75]),  # a forbidden cell stays at 0
+])
+def test_deficit_distribution(counts, p_ref, batch, expected):
+    got = deficit_distribution(np.array(counts), np.array(p_ref), batch)
+    np.testing.assert_allclose(got, expected, atol=1e-7)
+    assert got.dtype == np.float32 and abs(got.sum() - 1) < 1e-6
+
+
+def test_max_deviation():
+    assert max_deviation(np.array([60, 40]), np.array([0.5, 0.5])) == pytest.approx(0.1)
+    assert max_deviation(np.array([0, 0]), np.array([0.5, 0.5])) == 0.0
