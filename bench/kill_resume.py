@@ -76,21 +76,22 @@ def main(argv=None) -> int:
         _, seconds = run(command(root / "reference", extra))
         reference = digest(root / "reference")
         print(f"reference: {len(reference)} shard files, {seconds:.1f} s")
-        print("| repeat | killed after (s) | killed | stray parts left | identical | lost | "
-              "duplicated |")
-        print("|---|---|---|---|---|---|---|")
+        print("| repeat | killed after (s) | killed | shard files done at the kill | stray parts "
+              "left | identical after the rerun | lost | duplicated |")
+        print("|---|---|---|---|---|---|---|---|")
         failures = 0
         for r in range(a.repeats):
             out = root / f"run{r}"
             kill_after = rng.uniform(0, seconds)
             killed, _ = run(command(out, extra), kill_after)
+            done_at_kill = len(dataset_files(out))
             strays = len(stray_parts(out)) if out.exists() else 0
             run(command(out, extra))
             same = digest(out) == reference
             lost, duplicated = index_check(out, a.num_images)
             failures += (not same) or lost > 0 or duplicated > 0
-            print(f"| {r} | {kill_after:.1f} | {killed} | {strays} | {same} | {lost} | "
-                  f"{duplicated} |", flush=True)
+            print(f"| {r} | {kill_after:.1f} | {killed} | {done_at_kill} | {strays} | {same} | "
+                  f"{lost} | {duplicated} |", flush=True)
         print(f"{a.repeats - failures} of {a.repeats} repeats identical to the reference")
         return 1 if failures else 0
     finally:
