@@ -55,9 +55,15 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    """Writes `data` so that readers see the old file or the new one, never a part: locally via
+    a temporary and a rename; an object store (gs://...) writes an object whole anyway."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    if "://" in str(path):
+        epath.Path(path).write_text(text)
+        return
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -83,10 +89,7 @@ def prepare_output_dir(out: str | os.PathLike, config: dict) -> None:
     if not check_output_dir(out, config):
         out = epath.Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        if "://" in str(out):  # an object store writes an object whole or not at all
-            (out / "run.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        else:
-            write_json_atomic(out / "run.json", config)
+        write_json_atomic(out / "run.json", config)
 
 
 def fill_missing_shards(out: str | os.PathLike, num_items: int, shard_size: int, batch_size: int,

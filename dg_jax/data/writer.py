@@ -137,11 +137,7 @@ class DatasetWriter:
     def _write_manifest(self, manifest: dict) -> None:
         if self.host != 0:
             return
-        path = epath.Path(self.out) / "manifest.json"
-        if is_local(self.out):
-            write_json_atomic(path, manifest)
-        else:  # an object store writes an object whole or not at all
-            path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_json_atomic(epath.Path(self.out) / "manifest.json", manifest)
 
 
 def dataset_files(out: str | os.PathLike) -> list[str]:
