@@ -30,7 +30,7 @@ def test_shapes_and_h_space(model):
 
 def test_decode_of_unmodified_h_is_the_forward_pass(model):
     x, t = inputs()
-    h, skips, temb = model.encode(x, t)
+    h, skips, temb, _ = model.encode(x, t)
     np.testing.assert_array_equal(model.decode(h, skips, temb), model(x, t))
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.models.abstract import abstract_model
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet, UNetConfig
 
@@ -47,33 +49,46 @@ _RENAMES = [
     (".downsamplers.0.", ".downsampler."), (".upsamplers.0.", ".upsampler."),
     (".to_out.0.", ".to_out."), (".proj_attn.", ".to_out."),
     (".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."),
+    (".ff.net.0.proj.", ".ff.geglu."), (".ff.net.2.", ".ff.out."),  # transformer blocks (SD)
 ]
 
 WEIGHT_NAME = "diffusion_pytorch_model"
 
 
-def from_diffusers(path, dtype: str = "float32") -> tuple[UNet, ModelConfig]:
-    """Loads a diffusers UNet2DModel (model or pipeline folder) as our UNet.
+def from_diffusers(path, dtype: str = "float32"):
+    """Loads a diffusers UNet2DModel or UNet2DConditionModel (model folder or pipeline folder)
+    as our UNet, or a whole Stable Diffusion pipeline folder.
 
     dtype is the compute dtype ("bfloat16" for speed); parameters are float32. Returns
-    (model, ModelConfig with the UNet config, training schedule and sampling defaults).
+    (model, ModelConfig with the UNet config, training schedule and sampling defaults); model is
+    a `UNet`, or a `StableDiffusion` (UNet, autoencoder, text encoder, tokenizer) for a pipeline
+    folder with a text encoder.
     """
     path = pathlib.Path(path)
     if (path / "model_index.json").is_file():
+        if "text_encoder" in json.loads((path / "model_index.json").read_text()):
+            from dg_jax.convert.stable_diffusion import load_stable_diffusion
+
+            return load_stable_diffusion(path, dtype)
         unet_dir, scheduler_dir = _pipeline_parts(path)
     elif (path / "config.json").is_file():
         unet_dir, scheduler_dir = path, path.parent / "scheduler"
     else:
         raise FileNotFoundError(f"no diffusers model at {path} (no model_index.json or config.json)")
     raw = json.loads((unet_dir / "config.json").read_text())
-    if raw.get("_class_name") != "UNet2DModel":
-        raise ValueError(f"{unet_dir}: model class {raw.get('_class_name')!r} is not supported; "
-                         "dg-jax reads UNet2DModel")
     sched_file = scheduler_dir / "scheduler_config.json"
     sched = json.loads(sched_file.read_text()) if sched_file.is_file() else {}
     schedule, sampling, prediction_type = scheduler_from_diffusers(sched)
+    if raw.get("_class_name") == "UNet2DConditionModel":
+        from dg_jax.convert.stable_diffusion import load_unet_cond
+
+        model = load_unet_cond(unet_dir, prediction_type, dtype)
+        return model, ModelConfig(model.config, schedule, sampling)
+    if raw.get("_class_name") != "UNet2DModel":
+        raise ValueError(f"{unet_dir}: model class {raw.get('_class_name')!r} is not supported; "
+                         "dg-jax reads UNet2DModel and UNet2DConditionModel")
     unet_config = unet_config_from_diffusers(raw, prediction_type=prediction_type, dtype=dtype)
-    model = UNet(unet_config, rngs=nnx.Rngs(0))
+    model = abstract_model(UNet, unet_config)
     load_diffusers_weights(model, read_state_dict(unet_dir))
     return model, ModelConfig(unet_config, schedule, sampling)
 
@@ -88,10 +103,10 @@ def is_diffusers_folder(path) -> bool:
 
 def _pipeline_parts(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     index = json.loads((path / "model_index.json").read_text())
-    for part in ("vae", "vqvae", "text_encoder"):
+    for part in ("vae", "vqvae"):
         if part in index:
-            raise ValueError(f"{path}: {index.get('_class_name')} has a {part!r}; latent and "
-                             "text-conditional pipelines are not supported for UNet2DModel loading")
+            raise ValueError(f"{path}: {index.get('_class_name')} has a {part!r} but no text "
+                             "encoder; latent unconditional pipelines are not supported")
     if "unet" not in index:
         raise ValueError(f"{path}: model_index.json names no 'unet'")
     return path / "unet", path / "scheduler"
@@ -101,27 +116,11 @@ def unet_config_from_diffusers(raw: dict, prediction_type: str = "epsilon",
                                dtype: str = "float32") -> UNetConfig:
     """Our UNetConfig for a diffusers UNet2DModel config.json; unsupported options raise
     ValueError naming the option."""
-    cfg = {k: v for k, v in raw.items() if not k.startswith("_")}
-    for key, value in cfg.items():
-        if key not in _UNET_OPTIONS:
-            raise ValueError(f"unsupported UNet2DModel option {key!r}")
-        allowed = _UNET_OPTIONS[key]
-        if allowed is not None and value not in allowed:
-            raise ValueError(f"unsupported UNet2DModel option {key}={value!r} "
-                             f"(supported: {list(allowed)})")
-    down = _block_attention(cfg.get("down_block_types"), _DOWN_BLOCKS, "down_block_types")
-    up = _block_attention(cfg.get("up_block_types"), _UP_BLOCKS, "up_block_types")
-    if cfg.get("norm_num_groups", 32) is None:
-        raise ValueError("unsupported UNet2DModel option norm_num_groups=None")
-    size = cfg.get("sample_size")
-    if isinstance(size, list | tuple):
-        if len(set(size)) != 1:
-            raise ValueError(f"unsupported UNet2DModel option sample_size={size} (not square)")
-        size = size[0]
-    if size is None:
-        raise ValueError("UNet2DModel config has no sample_size")
+    cfg = check_options(raw, _UNET_OPTIONS, "UNet2DModel")
+    down = block_attention(cfg.get("down_block_types"), _DOWN_BLOCKS, "down_block_types")
+    up = block_attention(cfg.get("up_block_types"), _UP_BLOCKS, "up_block_types")
     return UNetConfig(
-        sample_size=int(size),
+        sample_size=square_size(cfg, "UNet2DModel"),
         in_channels=cfg.get("in_channels", 3),
         out_channels=cfg.get("out_channels", 3),
         block_out_channels=tuple(cfg["block_out_channels"]),
@@ -130,16 +129,9 @@ def unet_config_from_diffusers(raw: dict, prediction_type: str = "epsilon",
         up_attention=up,
         mid_attention=cfg.get("add_attention", True),
         attention_head_dim=cfg.get("attention_head_dim", 8),
-        norm_num_groups=cfg.get("norm_num_groups", 32),
         attn_norm_num_groups=cfg.get("attn_norm_num_groups"),
-        norm_eps=cfg.get("norm_eps", 1e-5),
         resnet_time_scale_shift=cfg.get("resnet_time_scale_shift", "default"),
-        flip_sin_to_cos=cfg.get("flip_sin_to_cos", True),
-        freq_shift=float(cfg.get("freq_shift", 0)),
-        time_embedding_dim=cfg.get("time_embedding_dim"),
-        center_input_sample=cfg.get("center_input_sample", False),
-        mid_block_scale_factor=float(cfg.get("mid_block_scale_factor", 1.0)),
-        downsample_padding=cfg.get("downsample_padding", 1),
+        **shared_unet_fields(cfg),
         downsample_type=cfg.get("downsample_type", "conv"),
         upsample_type=cfg.get("upsample_type", "conv"),
         prediction_type=prediction_type,
@@ -147,13 +139,54 @@ def unet_config_from_diffusers(raw: dict, prediction_type: str = "epsilon",
     )
 
 
-def _block_attention(types, known: dict, option: str) -> tuple[bool, ...]:
+def shared_unet_fields(cfg: dict) -> dict:
+    """UNetConfig fields that UNet2DModel and UNet2DConditionModel configs state alike."""
+    return dict(
+        norm_num_groups=cfg.get("norm_num_groups", 32),
+        norm_eps=cfg.get("norm_eps", 1e-5),
+        flip_sin_to_cos=cfg.get("flip_sin_to_cos", True),
+        freq_shift=float(cfg.get("freq_shift", 0)),
+        time_embedding_dim=cfg.get("time_embedding_dim"),
+        center_input_sample=cfg.get("center_input_sample", False),
+        mid_block_scale_factor=float(cfg.get("mid_block_scale_factor", 1.0)),
+        downsample_padding=cfg.get("downsample_padding", 1),
+    )
+
+
+def check_options(raw: dict, options: dict, class_name: str) -> dict:
+    """raw's options (no "_" keys) after checking each against `options` (name -> the values we
+    support, or None for any); the first unsupported one raises ValueError naming it."""
+    cfg = {k: v for k, v in raw.items() if not k.startswith("_")}
+    for key, value in cfg.items():
+        if key not in options:
+            raise ValueError(f"unsupported {class_name} option {key!r}")
+        allowed = options[key]
+        if allowed is not None and value not in allowed:
+            raise ValueError(f"unsupported {class_name} option {key}={value!r} "
+                             f"(supported: {list(allowed)})")
+    if cfg.get("norm_num_groups", 32) is None:
+        raise ValueError(f"unsupported {class_name} option norm_num_groups=None")
+    return cfg
+
+
+def square_size(cfg: dict, class_name: str) -> int:
+    size = cfg.get("sample_size")
+    if isinstance(size, list | tuple):
+        if len(set(size)) != 1:
+            raise ValueError(f"unsupported {class_name} option sample_size={size} (not square)")
+        size = size[0]
+    if size is None:
+        raise ValueError(f"{class_name} config has no sample_size")
+    return int(size)
+
+
+def block_attention(types, known: dict, option: str) -> tuple[bool, ...]:
+    """Per level, whether its block type (one of `known`: type -> has attention) attends."""
     if not types:
-        raise ValueError(f"UNet2DModel config has no {option}")
+        raise ValueError(f"the config has no {option}")
     for t in types:
         if t not in known:
-            raise ValueError(f"unsupported UNet2DModel option {option}: block type {t!r} "
-                             f"(supported: {list(known)})")
+            raise ValueError(f"unsupported {option}: block type {t!r} (supported: {list(known)})")
     return tuple(known[t] for t in types)
 
 
@@ -172,7 +205,8 @@ def scheduler_from_diffusers(cfg: dict) -> tuple[ScheduleConfig, SamplerConfig, 
     for flag in ("thresholding", "rescale_betas_zero_snr"):
         if cfg.get(flag):
             raise ValueError(f"unsupported scheduler option {flag}=True")
-    if cfg.get("variance_type", "fixed_small") not in ("fixed_small", "fixed_small_log"):
+    # None: multistep solvers' configs (no variance to choose)
+    if cfg.get("variance_type", "fixed_small") not in (None, "fixed_small", "fixed_small_log"):
         raise ValueError(f"unsupported scheduler option variance_type={cfg['variance_type']!r} "
                          "(supported: fixed_small)")
     schedule = ScheduleConfig(
@@ -191,20 +225,21 @@ def scheduler_from_diffusers(cfg: dict) -> tuple[ScheduleConfig, SamplerConfig, 
     return schedule, sampling, cfg.get("prediction_type", "epsilon")
 
 
-def read_state_dict(folder) -> dict[str, np.ndarray]:
-    """All tensors of `folder`'s diffusion_pytorch_model weights as float32 numpy arrays.
+def read_state_dict(folder, weight_name: str = WEIGHT_NAME) -> dict[str, np.ndarray]:
+    """All tensors of `folder`'s weights as float32 numpy arrays: diffusers' files are called
+    diffusion_pytorch_model, transformers' (CLIP) model.
 
     Reads .safetensors (also sharded, with its .index.json) without torch; .bin needs torch.
     """
     folder = pathlib.Path(folder)
-    single = folder / f"{WEIGHT_NAME}.safetensors"
-    index = folder / f"{WEIGHT_NAME}.safetensors.index.json"
+    single = folder / f"{weight_name}.safetensors"
+    index = folder / f"{weight_name}.safetensors.index.json"
     if single.is_file():
         return _read_safetensors([single])
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         return _read_safetensors([folder / f for f in files])
-    binary = folder / f"{WEIGHT_NAME}.bin"
+    binary = folder / f"{weight_name}.bin"
     if binary.is_file():
         try:
             import torch
@@ -213,7 +248,7 @@ def read_state_dict(folder) -> dict[str, np.ndarray]:
                               "torch or save the model as safetensors") from None
         state = torch.load(binary, map_location="cpu", weights_only=True)
         return {k: v.float().numpy() for k, v in state.items()}
-    raise FileNotFoundError(f"no {WEIGHT_NAME}.safetensors or .bin in {folder}")
+    raise FileNotFoundError(f"no {weight_name}.safetensors or .bin in {folder}")
 
 
 def _read_safetensors(files) -> dict[str, np.ndarray]:
@@ -230,12 +265,16 @@ def _read_safetensors(files) -> dict[str, np.ndarray]:
 
 def load_diffusers_weights(model: nnx.Module, state_dict: dict[str, np.ndarray]) -> nnx.Module:
     """Copies a diffusers state dict into `model`; every parameter must be matched exactly once."""
+    return load_converted(model, dict(_convert_entry(k, v) for k, v in state_dict.items()))
+
+
+def load_converted(model: nnx.Module, converted: dict[str, np.ndarray]) -> nnx.Module:
+    """Copies arrays named by their dotted path in `model` ("down_blocks.0.conv1.kernel") into its
+    parameters; every parameter must be matched exactly once, with its shape.
+
+    `model` may be abstract (`models.abstract.abstract_model`), as the loaders build it."""
     state = nnx.state(model, nnx.Param)
     ours = _flatten(nnx.to_pure_dict(state))
-    converted = {}
-    for key, value in state_dict.items():
-        name, value = _convert_entry(key, value)
-        converted[name] = value
     missing, unexpected = sorted(set(ours) - set(converted)), sorted(set(converted) - set(ours))
     if missing or unexpected:
         raise ValueError(f"weights do not fit the config: {len(missing)} missing "
@@ -246,7 +285,7 @@ def load_diffusers_weights(model: nnx.Module, state_dict: dict[str, np.ndarray])
         if value.shape != ours[name].shape:
             raise ValueError(f"weight {name}: shape {value.shape}, the config needs "
                              f"{ours[name].shape}")
-        converted[name] = value
+        converted[name] = jnp.asarray(value)
     nnx.replace_by_pure_dict(state, _unflatten(converted))
     nnx.update(model, state)
     return model

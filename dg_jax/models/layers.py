@@ -94,10 +94,11 @@ class ResBlock(nnx.Module):
 
     x: [B, H, W, cin], temb: [B, temb_dim] -> [B, H', W', cout]. With resample="up" / "down" the
     block also changes resolution (BigGAN style: the skip and the activations are resampled right
-    after the first norm), as diffusers' up/downsample_type="resnet".
+    after the first norm), as diffusers' up/downsample_type="resnet". temb_dim=None: a block
+    without time input (an autoencoder's), called with temb=None.
     """
 
-    def __init__(self, cin: int, cout: int, temb_dim: int, *, groups: int, eps: float,
+    def __init__(self, cin: int, cout: int, temb_dim: int | None, *, groups: int, eps: float,
                  scale_shift: bool, output_scale: float = 1.0, resample: str | None = None,
                  dtype: Dtype, rngs: nnx.Rngs):
         if resample not in _RESAMPLE:
@@ -105,27 +106,44 @@ class ResBlock(nnx.Module):
         self.scale_shift, self.output_scale, self.resample = scale_shift, output_scale, resample
         self.norm1 = nnx.GroupNorm(cin, num_groups=groups, epsilon=eps, dtype=dtype, rngs=rngs)
         self.conv1 = Conv(cin, cout, dtype=dtype, rngs=rngs)
-        self.time_emb_proj = nnx.Linear(temb_dim, cout * (2 if scale_shift else 1), dtype=dtype,
-                                        rngs=rngs)
+        self.time_emb_proj = None if temb_dim is None else nnx.Linear(
+            temb_dim, cout * (2 if scale_shift else 1), dtype=dtype, rngs=rngs)
         self.norm2 = nnx.GroupNorm(cout, num_groups=groups, epsilon=eps, dtype=dtype, rngs=rngs)
         self.conv2 = Conv(cout, cout, dtype=dtype, rngs=rngs)
         self.conv_shortcut = (
             Conv(cin, cout, 1, dtype=dtype, rngs=rngs) if cin != cout else None
         )
 
-    def __call__(self, x: jax.Array, temb: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, temb: jax.Array | None) -> jax.Array:
         resample = _RESAMPLE[self.resample]
         h = self.conv1(resample(nnx.silu(self.norm1(x))))
         x = resample(x)
-        emb = self.time_emb_proj(nnx.silu(temb))[:, None, None, :]
-        if self.scale_shift:
+        if self.time_emb_proj is None:
+            h = self.norm2(h)
+        elif self.scale_shift:
+            emb = self.time_emb_proj(nnx.silu(temb))[:, None, None, :]
             scale, shift = jnp.split(emb, 2, axis=-1)
             h = self.norm2(h) * (1 + scale) + shift
         else:
-            h = self.norm2(h + emb)
+            h = self.norm2(h + self.time_emb_proj(nnx.silu(temb))[:, None, None, :])
         h = self.conv2(nnx.silu(h))  # no dropout: inference, and our training uses none
         skip = self.conv_shortcut(x) if self.conv_shortcut is not None else x
         return (skip + h) / self.output_scale
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, heads: int,
+           upcast: bool = False) -> jax.Array:
+    """Scaled dot-product attention with the feature axis split into `heads` heads.
+
+    q: [B, N, D], k and v: [B, M, D] -> [B, N, D]. upcast computes it in float32 (for bfloat16
+    models whose attention logits overflow, diffusers' `upcast_attention`).
+    """
+    b, n, d = q.shape
+    dtype = q.dtype
+    if upcast:
+        q, k, v = (y.astype(jnp.float32) for y in (q, k, v))
+    split = lambda y: y.reshape(b, y.shape[1], heads, d // heads)  # noqa: E731
+    return jax.nn.dot_product_attention(split(q), split(k), split(v)).reshape(b, n, d).astype(dtype)
 
 
 class Attention(nnx.Module):
@@ -147,13 +165,13 @@ class Attention(nnx.Module):
         self.to_v = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.to_out = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        # context is unused (self-attention only); the signature matches SpatialTransformer's,
+        # so either can be a UNet level's attention.
         b, hh, ww, c = x.shape
         normed = x if self.group_norm is None else self.group_norm(x)
         tokens = normed.reshape(b, hh * ww, c)
-        split = lambda y: y.reshape(b, hh * ww, self.heads, c // self.heads)  # noqa: E731
-        q, k, v = split(self.to_q(tokens)), split(self.to_k(tokens)), split(self.to_v(tokens))
-        out = jax.nn.dot_product_attention(q, k, v).reshape(b, hh * ww, c)
+        out = attend(self.to_q(tokens), self.to_k(tokens), self.to_v(tokens), self.heads)
         return (self.to_out(out).reshape(b, hh, ww, c) + x) / self.output_scale
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 
-from flax import nnx
-
 from dg_jax import checkpoints, configs
 from dg_jax.convert.diffusers import from_diffusers, is_diffusers_folder
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.models.abstract import abstract_model
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.classifier import AttributeClassifier, ClassifierConfig
 from dg_jax.models.config import ModelConfig
@@ -36,7 +35,7 @@ def load_unet(path: str | os.PathLike | None = None) -> tuple[UNet, ModelConfig]
         sampling=configs.from_dict(SamplerConfig, meta.get("sampling", {})).resolve(
             DEFAULT_SAMPLING),
     )
-    model = UNet(config.unet, rngs=nnx.Rngs(0))
+    model = abstract_model(UNet, config.unet)
     checkpoints.load_params_into(path, model)
     return model, config
 
@@ -54,12 +53,12 @@ def load_classifier(path: str | os.PathLike | None = None) -> AttributeClassifie
     path = path or checkpoints.EMBEDDED_CLASSIFIER
     meta = checkpoints.read_bundle_config(path)
     _check_kind(path, meta, "classifier")
-    model = AttributeClassifier(ClassifierConfig.from_dict(meta["config"]), rngs=nnx.Rngs(0))
+    model = abstract_model(AttributeClassifier, ClassifierConfig.from_dict(meta["config"]))
     return checkpoints.load_params_into(path, model)
 
 
 def load_adp(path: str | os.PathLike) -> ADP:
     meta = checkpoints.read_bundle_config(path)
     _check_kind(path, meta, "adp")
-    model = ADP(ADPConfig.from_dict(meta["config"]), rngs=nnx.Rngs(0))
+    model = abstract_model(ADP, ADPConfig.from_dict(meta["config"]))
     return checkpoints.load_params_into(path, model)

@@ -1,9 +1,14 @@
-"""The UNet (ADM / diffusers UNet2DModel layout) with h-space access.
+"""The UNet (ADM / diffusers UNet2DModel and UNet2DConditionModel layout) with h-space access.
 
 h-space is the seam between `encode` and `decode`: `encode` runs the input conv, the down blocks and
 the middle block (ResBlock -> Attention -> ResBlock) and returns the middle block's output `h` with
 the encoder skips; `decode` runs the up blocks on a (possibly edited) `h` and the *unmodified* skips.
 `model(x, t) == model.decode(*model.encode(x, t))`, so guided sampling costs one UNet evaluation.
+
+With `cross_attention_dim` set (Stable Diffusion), the attention levels are SpatialTransformers
+that attend to a context (text embeddings [B, L, cross_attention_dim]) passed to `encode`; it
+travels in `Encoded.context` to `decode`, which may be given another one (classifier-free guidance
+decodes the conditional branch's edited h).
 
     model = UNet(UNetConfig(), rngs=nnx.Rngs(0))
     h, skips, temb = model.encode(x, t)      # x: [B, H, W, C], t: [B]
@@ -21,6 +26,7 @@ from flax import nnx
 
 from dg_jax import configs
 from dg_jax.models.layers import Attention, Conv, Downsample, ResBlock, TimestepMLP, Upsample
+from dg_jax.models.transformer import SpatialTransformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,12 @@ class UNetConfig:
     time_embedding_dim: int | None = None  # None: 4 * block_out_channels[0]
     center_input_sample: bool = False
     mid_block_scale_factor: float = 1.0  # the middle block's resnets and attention divide by this
+    # Text-conditional UNets (diffusers' UNet2DConditionModel): the context's width, the heads
+    # per level (diffusers' `attention_head_dim` there) and transformer blocks per attention.
+    cross_attention_dim: int | None = None
+    num_attention_heads: tuple[int, ...] | None = None
+    transformer_layers_per_block: tuple[int, ...] | None = None  # None: 1 per level
+    upcast_attention: bool = False  # attention in float32 when the compute dtype is lower
     downsample_padding: int = 1  # 0: pad bottom/right only (original DDPM checkpoints)
     # "conv" or "resnet"; as in diffusers, "resnet" applies to levels with attention only, plain
     # levels always resample with a conv.
@@ -72,6 +84,12 @@ class UNetConfig:
             if ch % self.norm_num_groups:
                 raise ValueError(f"channels {ch} not divisible by norm_num_groups "
                                  f"{self.norm_num_groups}")
+        for name in ("num_attention_heads", "transformer_layers_per_block"):
+            value = getattr(self, name)
+            if value is not None and len(value) != levels:
+                raise ValueError(f"{name} has {len(value)} entries, need {levels}")
+        if self.cross_attention_dim is not None and self.num_attention_heads is None:
+            raise ValueError("a cross-attention UNet needs num_attention_heads (one per level)")
         if self.sample_size % 2 ** (levels - 1):
             raise ValueError(f"sample_size {self.sample_size} not divisible by 2^{levels - 1}")
 
@@ -102,11 +120,13 @@ class UNetConfig:
 
 
 class Encoded(NamedTuple):
-    """What `encode` returns: h [B, h, w, C], skips (tuple of [B, H_i, W_i, C_i]), temb [B, D]."""
+    """What `encode` returns: h [B, h, w, C], skips (tuple of [B, H_i, W_i, C_i]), temb [B, D],
+    and the context [B, L, D_ctx] of a cross-attention UNet (None otherwise)."""
 
     h: jax.Array
     skips: tuple[jax.Array, ...]
     temb: jax.Array
+    context: jax.Array | None = None
 
 
 class DownLevel(nnx.Module):
@@ -134,7 +154,17 @@ class UNet(nnx.Module):
         temb_dim = c.time_embedding_dim or chans[0] * 4
         res = dict(groups=c.norm_num_groups, eps=c.norm_eps,
                    scale_shift=c.resnet_time_scale_shift == "scale_shift", dtype=dtype, rngs=rngs)
-        attn = dict(groups=c.norm_num_groups, eps=c.norm_eps, dtype=dtype, rngs=rngs)
+        depth = c.transformer_layers_per_block or (1,) * len(chans)
+
+        def attention(channels: int, level: int, groups: int | None = c.norm_num_groups,
+                      output_scale: float = 1.0):
+            """The attention of down level `level` (the middle block: the last level's)."""
+            if c.cross_attention_dim is None:
+                return Attention(channels, c.attention_head_dim, groups=groups, eps=c.norm_eps,
+                                 output_scale=output_scale, dtype=dtype, rngs=rngs)
+            return SpatialTransformer(channels, c.num_attention_heads[level], c.cross_attention_dim,
+                                      groups=c.norm_num_groups, depth=depth[level],
+                                      upcast=c.upcast_attention, dtype=dtype, rngs=rngs)
 
         self.time_embedding = TimestepMLP(chans[0], temb_dim, c.flip_sin_to_cos, c.freq_shift,
                                           dtype=dtype, rngs=rngs)
@@ -148,7 +178,7 @@ class UNet(nnx.Module):
             for _ in range(c.layers_per_block):
                 resnets.append(ResBlock(cin, cout, temb_dim, **res))
                 if c.down_attention[level]:
-                    attentions.append(Attention(cout, c.attention_head_dim, **attn))
+                    attentions.append(attention(cout, level))
                 skip_channels.append(cout)
                 cin = cout
             downsampler = None
@@ -163,9 +193,9 @@ class UNet(nnx.Module):
 
         mid_scale = c.mid_block_scale_factor
         self.mid_resnet_1 = ResBlock(cin, cin, temb_dim, output_scale=mid_scale, **res)
-        self.mid_attention = Attention(
-            cin, c.attention_head_dim, groups=c.mid_attention_groups, eps=c.norm_eps,
-            output_scale=mid_scale, dtype=dtype, rngs=rngs) if c.mid_attention else None
+        self.mid_attention = attention(
+            cin, len(chans) - 1, groups=c.mid_attention_groups,
+            output_scale=mid_scale) if c.mid_attention else None
         self.mid_resnet_2 = ResBlock(cin, cin, temb_dim, output_scale=mid_scale, **res)
 
         up = []
@@ -175,7 +205,7 @@ class UNet(nnx.Module):
             for _ in range(c.layers_per_block + 1):
                 resnets.append(ResBlock(cin + skip_channels.pop(), cout, temb_dim, **res))
                 if c.up_attention_levels[i]:
-                    attentions.append(Attention(cout, c.attention_head_dim, **attn))
+                    attentions.append(attention(cout, len(chans) - 1 - i))
                 cin = cout
             upsampler = None
             if not last:
@@ -190,8 +220,9 @@ class UNet(nnx.Module):
                                            dtype=dtype, rngs=rngs)
         self.conv_out = Conv(cin, c.out_channels, dtype=dtype, rngs=rngs)
 
-    def encode(self, x: jax.Array, t: jax.Array) -> Encoded:
-        """x: [B, H, W, C_in], t: [B] (or scalar) -> Encoded(h, skips, temb)."""
+    def encode(self, x: jax.Array, t: jax.Array, context: jax.Array | None = None) -> Encoded:
+        """x: [B, H, W, C_in], t: [B] (or scalar), context: [B, L, D_ctx] for a cross-attention
+        UNet -> Encoded(h, skips, temb, context)."""
         t = jnp.broadcast_to(jnp.asarray(t), (x.shape[0],))
         if self.config.center_input_sample:
             x = 2 * x - 1
@@ -202,29 +233,31 @@ class UNet(nnx.Module):
             for j, resnet in enumerate(level.resnets):
                 x = resnet(x, temb)
                 if level.attentions is not None:
-                    x = level.attentions[j](x)
+                    x = level.attentions[j](x, context)
                 skips.append(x)
             if level.downsampler is not None:
                 x = level.downsampler(x, temb)
                 skips.append(x)
         x = self.mid_resnet_1(x, temb)
         if self.mid_attention is not None:
-            x = self.mid_attention(x)
+            x = self.mid_attention(x, context)
         h = self.mid_resnet_2(x, temb)
-        return Encoded(h, tuple(skips), temb)
+        return Encoded(h, tuple(skips), temb, context)
 
-    def decode(self, h: jax.Array, skips: tuple[jax.Array, ...], temb: jax.Array) -> jax.Array:
-        """h: [B, h, w, C] (edited or not), skips and temb from `encode` -> [B, H, W, C_out]."""
+    def decode(self, h: jax.Array, skips: tuple[jax.Array, ...], temb: jax.Array,
+               context: jax.Array | None = None) -> jax.Array:
+        """h: [B, h, w, C] (edited or not), skips, temb (and context) from `encode`
+        -> [B, H, W, C_out]."""
         x, skips = h.astype(temb.dtype), list(skips)
         for level in self.up_blocks:
             for j, resnet in enumerate(level.resnets):
                 x = resnet(jnp.concatenate([x, skips.pop()], axis=-1), temb)
                 if level.attentions is not None:
-                    x = level.attentions[j](x)
+                    x = level.attentions[j](x, context)
             if level.upsampler is not None:
                 x = level.upsampler(x, temb)
         x = self.conv_out(nnx.silu(self.conv_norm_out(x)))
         return x.astype(jnp.float32)
 
-    def __call__(self, x: jax.Array, t: jax.Array) -> jax.Array:
-        return self.decode(*self.encode(x, t))
+    def __call__(self, x: jax.Array, t: jax.Array, context: jax.Array | None = None) -> jax.Array:
+        return self.decode(*self.encode(x, t, context))
