@@ -5,10 +5,16 @@ A sampler maps per-sample keys [B] to images [B, H, W, C] in [-1, 1] and a trace
 distributions p_hat at every step when guided; h at every step on request). Unguided and h-space
 samplers evaluate the UNet once per step: the guided one splits it at h (`encode` -> guide h ->
 `decode`), with the gradient taken through the ADP only.
+
+Text-conditional (latent) models add classifier-free guidance (`TextConditioning`): the UNet runs
+once per step on [unconditional; conditional] halves, the ADP reads the conditional half's h, the
+guided h' replaces only that half, and the outputs combine as u + w (c - u). The autoencoder turns
+the final latents into images inside the same jit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -35,7 +41,29 @@ from dg_jax.models.adp import ADP
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet
+from dg_jax.models.vae import AutoencoderKL
 from dg_jax.parallel import DATA_AXIS, replicate
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConditioning:
+    """Sampling a text-conditional UNet: the sampler is then called with context [B, L, D] (the
+    prompts' embeddings) and uncond_context [L, D] (the empty prompt's).
+
+    cfg_scale: classifier-free guidance weight w (1: the conditional branch alone, no
+    unconditional pass). group_size: the batch is B / group_size groups of consecutive samples
+    with one prompt each, and each group's batch distribution is pushed to the targets on its
+    own (None: the whole batch is one group).
+    """
+
+    cfg_scale: float = 7.5
+    group_size: int | None = None
+
+    def __post_init__(self):
+        if self.cfg_scale < 1:
+            raise ValueError(f"cfg_scale must be >= 1, got {self.cfg_scale}")
+        if self.group_size is not None and self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
 
 
 def sampling_plan(model_config: ModelConfig, config: SamplerConfig):
@@ -43,9 +71,11 @@ def sampling_plan(model_config: ModelConfig, config: SamplerConfig):
     config = config.resolve(model_config.sampling)
     schedule = model_config.schedule
     alpha_bar = alphas_cumprod(schedule)
+    multistep = config.method == "dpm++2m"
     ts = samplers.sampling_timesteps(schedule.num_train_timesteps, config.num_steps,
-                                     config.spacing, config.steps_offset)
-    final = 1.0 if config.set_alpha_to_one else alpha_bar[0]
+                                     config.spacing, config.steps_offset, multistep)
+    # DPM-Solver++ ends at sigma 0 (diffusers' final_sigmas_type "zero")
+    final = 1.0 if config.set_alpha_to_one or multistep else alpha_bar[0]
     return config, ts, alpha_bar, final
 
 
@@ -68,8 +98,10 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
                  adp: ADP | None = None, targets: Sequence[Target] = (),
                  guidance: GuidanceConfig | None = None, record_h: bool = False,
                  method: str = "distribution", classifier: AttributeClassifier | None = None,
-                 mesh: Mesh | None = None, distribution_scope: str = "global"):
-    """Returns a jitted (keys [B], refs=None) -> (images [B, H, W, C] in [-1, 1], trace).
+                 mesh: Mesh | None = None, distribution_scope: str = "global",
+                 text: TextConditioning | None = None, vae: AutoencoderKL | None = None):
+    """Returns a jitted (keys [B], refs=None, context=None, uncond_context=None) -> (images
+    [B, H, W, C] in [-1, 1], trace).
 
     method (when targets are given):
       distribution  the paper's method: the batch distribution of the ADP's predictions on h is
@@ -88,6 +120,9 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
     trace["p_hat"]: target name -> batch distribution (global) before each step's update [S, K]
     (guided only); trace["h"]: h at every step, [S, B, h, w, c] float16 (before guidance), if
     record_h. Fields of `config` left None take the model's sampling defaults.
+    text, vae: a text-conditional latent model (Stable Diffusion): classifier-free guidance and
+    per-prompt-group batch distributions (`TextConditioning`); the UNet samples latents, `vae`
+    decodes them.
     """
     config, ts, alpha_bar, final = sampling_plan(model_config, config)
     targets = tuple(targets)
@@ -98,32 +133,74 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
         raise ValueError(f"unknown distribution scope {distribution_scope!r}; use global or local")
     if guided and method != "image":
         check_adp_fits(adp, model, ts)
+    conditional = model.config.cross_attention_dim is not None
+    if conditional != (text is not None):
+        raise ValueError("a text-conditional UNet needs `text` (TextConditioning), and only it"
+                         if conditional else "`text` given for a UNet without cross-attention")
+    if guided and method == "image" and vae is not None:
+        raise ValueError("image-space guidance is not supported for latent models (it would "
+                         "decode x0_hat through the autoencoder at every step)")
+    group = text.group_size if text is not None and method == "distribution" else None
     guidance = guidance or GuidanceConfig()
     betas = jnp.asarray(make_betas(model_config.schedule), jnp.float32)
     c = model.config
     shape = (c.sample_size, c.sample_size, c.in_channels)
-    graphdef, state = nnx.split((model, adp, classifier))
+    graphdef, state = nnx.split((model, adp, classifier, vae))
     guide_axis = DATA_AXIS if mesh is not None and distribution_scope == "global" else None
 
-    def sample(state, keys, refs):
-        unet, predictor, image_classifier = nnx.merge(graphdef, state)
+    def sample(state, keys, refs, context, uncond_context):
+        unet, predictor, image_classifier, autoencoder = nnx.merge(graphdef, state)
         cells = draw_cells(keys, targets, refs) if guided and method != "distribution" else {}
+        if conditional and context is None:
+            raise ValueError("a text-conditional sampler needs context [B, L, D]")
+
+        def unet_with_h_edit(x, t, edit):
+            """The model's output with h replaced by edit(h) (-> h', trace); under
+            classifier-free guidance only the conditional half's h is read and edited."""
+            if not conditional or text.cfg_scale == 1:
+                enc = unet.encode(x, t, context)
+                h, trace = edit(enc.h)
+                return unet.decode(h, enc.skips, enc.temb, enc.context), trace
+            b = x.shape[0]
+            uncond = jnp.broadcast_to(uncond_context, context.shape).astype(context.dtype)
+            enc = unet.encode(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
+                              jnp.concatenate([uncond, context]))
+            h, trace = edit(enc.h[b:])
+            out = unet.decode(jnp.concatenate([enc.h[:b], h]), enc.skips, enc.temb,
+                              enc.context)
+            return out[:b] + text.cfg_scale * (out[b:] - out[:b]), trace
+
+        def guide_groups(h, predict, scale):
+            """guide_h on each prompt group's own batch distribution: p_hat [G, K] per target.
+            A group lies on one device: its distribution is its own (local) under a mesh too."""
+            b = h.shape[0]
+            if b % group:
+                raise ValueError(f"batch {b} is not a whole number of groups of {group}")
+            grouped = h.reshape(b // group, group, *h.shape[1:])
+            h, p_hat = jax.vmap(lambda hg: guide_h(hg, predict, targets, guidance, scale,
+                                                   None, refs))(grouped)
+            return h.reshape(b, *h.shape[2:]), p_hat
 
         def h_guided_fn(x, t, i):
-            enc = unet.encode(x, t)
-            trace, h = {}, enc.h
-            if record_h:
-                trace["h"] = h.astype(jnp.float16)
-            if guided:
-                scale = step_scale(guidance, i, betas[t[0]], len(ts))
-                predict = lambda h: predictor(h, t, i)  # noqa: E731
-                if method == "distribution":
-                    h, trace["p_hat"] = guide_h(h, predict, targets, guidance, scale,
-                                                guide_axis, refs)
-                else:
-                    h, trace["p_hat"] = guide_h_per_sample(h, predict, targets, cells, guidance,
-                                                           scale)
-            return unet.decode(h, enc.skips, enc.temb), trace
+            def edit(h):
+                trace = {"h": h.astype(jnp.float16)} if record_h else {}
+                if guided:
+                    scale = step_scale(guidance, i, betas[t[0]], len(ts))
+
+                    def predict(h):  # t: the batch's one timestep, sized to h (a group's rows)
+                        return predictor(h, jnp.full(h.shape[0], t[0]), i)
+
+                    if group is not None:
+                        h, trace["p_hat"] = guide_groups(h, predict, scale)
+                    elif method == "distribution":
+                        h, trace["p_hat"] = guide_h(h, predict, targets, guidance, scale,
+                                                    guide_axis, refs)
+                    else:
+                        h, trace["p_hat"] = guide_h_per_sample(h, predict, targets, cells,
+                                                               guidance, scale)
+                return h, trace
+
+            return unet_with_h_edit(x, t, edit)
 
         def image_guided_fn(x, t, i):
             a = alpha_bar[t[0]]
@@ -162,6 +239,8 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
             # the trace reports the global batch, whichever batch was pushed (pmean leaves an
             # already global p_hat as it is)
             trace["p_hat"] = jax.lax.pmean(trace["p_hat"], DATA_AXIS)
+        if autoencoder is not None:
+            x0 = autoencoder.latents_to_images(x0)
         return jnp.clip(x0, -1, 1), trace
 
     if mesh is not None:
@@ -170,12 +249,14 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
             trace_specs["p_hat"] = P()
         if record_h:
             trace_specs["h"] = P(None, DATA_AXIS)
-        sample = jax.shard_map(sample, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()),
+        sample = jax.shard_map(sample, mesh=mesh,
+                               in_specs=(P(), P(DATA_AXIS), P(), P(DATA_AXIS), P()),
                                out_specs=(P(DATA_AXIS), trace_specs))
         state = replicate(state, mesh)
     sample = jax.jit(sample)
     default_refs = {t.name: jnp.asarray(t.array, jnp.float32) for t in targets}
-    return lambda keys, refs=None: sample(state, keys, default_refs if refs is None else refs)
+    return lambda keys, refs=None, context=None, uncond_context=None: sample(
+        state, keys, default_refs if refs is None else refs, context, uncond_context)
 
 
 def make_h_inverter(model: UNet, model_config: ModelConfig, config: SamplerConfig):
