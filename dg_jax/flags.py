@@ -62,7 +62,7 @@ def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-offset", type=int,
                         help="offset of leading timesteps (default: the model's)")
     parser.add_argument("--sampler", dest="sampler_method", default="ddim",
-                        choices=["ddim", "ddpm"])
+                        choices=["ddim", "ddpm", "dpm++2m"])
     parser.add_argument("--eta", type=float, default=1.0,
                         help="DDIM noise (1: as the original code; 0: deterministic)")
     parser.add_argument("--clip-sample", type=float,

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from dg_jax.diffusion import samplers
+from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.diffusion.schedules import alphas_cumprod
 from dg_jax.models import from_diffusers, load_unet
+from dg_jax.sampling import sampling_plan
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -152,6 +154,34 @@ def test_ddim_loop_matches_diffusers_scheduler(tmp_path):
     x0, _ = samplers.sample(lambda x, t, i: (ours(x, t), None), jnp.asarray(x_T), None,
                             alpha_bar, ts, "ddim", 0.0, final_alpha_bar=final)
     assert np.abs(np.asarray(x0) - ref).max() <= 1e-4
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing"])
+def test_dpm_solver_2m_loop_matches_diffusers_scheduler(spacing, tmp_path):
+    """DPM-Solver++(2M) (diffusers' defaults: midpoint, final sigma 0) against
+    DPMSolverMultistepScheduler, timesteps included."""
+    model = torch_unet(CONFIGS["attention_low_res"])
+    scheduler = diffusers.DPMSolverMultistepScheduler(
+        beta_schedule="scaled_linear", beta_start=0.001, beta_end=0.02, steps_offset=1,
+        timestep_spacing=spacing)
+    diffusers.DDIMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp_path)
+    ours, config = from_diffusers(tmp_path)
+    x_T = np.random.RandomState(1).randn(2, 16, 16, 3).astype(np.float32)
+    scheduler.set_timesteps(8)
+    x = torch.from_numpy(x_T.transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, t).sample, t, x).prev_sample
+    ref = x.numpy().transpose(0, 2, 3, 1)
+
+    plan = sampling_plan(config, SamplerConfig(num_steps=8, method="dpm++2m"))
+    _, ts, alpha_bar, final = plan
+    np.testing.assert_array_equal(ts, scheduler.timesteps.numpy())
+    x0, _ = samplers.sample(lambda x, t, i: (ours(x, t), None), jnp.asarray(x_T), None,
+                            alpha_bar, ts, "dpm++2m", final_alpha_bar=final)
+    # From t = 999 (trailing) the random model's x0 predictions reach a few hundred: float32
+    # rounding scales with them.
+    assert np.abs(np.asarray(x0) - ref).max() <= 1e-4 + 1e-6 * np.abs(ref).max()
 
 
 def test_convert_once_to_a_bundle(tmp_path):

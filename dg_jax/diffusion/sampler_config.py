@@ -14,7 +14,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     num_steps: int = 50
-    method: str = "ddim"  # ddim | ddpm
+    method: str = "ddim"  # ddim | ddpm | dpm++2m (DPM-Solver++(2M), deterministic)
     eta: float = 1.0  # DDIM noise: 1 as the original code (better rates here), 0 deterministic
     spacing: str | None = None  # leading | trailing | linspace (diffusers' timestep_spacing)
     steps_offset: int | None = None  # added to "leading" timesteps (diffusers' steps_offset)
@@ -22,8 +22,9 @@ class SamplerConfig:
     set_alpha_to_one: bool | None = None  # last step ends at alpha_bar = 1 (else alpha_bar[0])
 
     def __post_init__(self):
-        if self.method not in ("ddim", "ddpm"):
-            raise ValueError(f"unknown sampling method {self.method!r}; use ddim or ddpm")
+        if self.method not in ("ddim", "ddpm", "dpm++2m"):
+            raise ValueError(f"unknown sampling method {self.method!r}; use ddim, ddpm or "
+                             "dpm++2m")
         if self.spacing not in (None, "leading", "trailing", "linspace"):
             raise ValueError(f"unknown timestep spacing {self.spacing!r}; "
                              "use leading, trailing or linspace")

@@ -22,16 +22,23 @@ import numpy as np
 ModelFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 
+METHODS = ("ddim", "ddpm", "dpm++2m")
+
+
 def sampling_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "trailing",
-                       steps_offset: int = 0) -> np.ndarray:
+                       steps_offset: int = 0, multistep: bool = False) -> np.ndarray:
     """Descending int32 timesteps [num_steps], spaced as diffusers' `timestep_spacing`.
 
     leading:  0, r, 2r, ... reversed (+ steps_offset), r = T // num_steps   (DDIM paper, SD)
     trailing: T-1, T-1-r', ... with r' = T / num_steps                     (starts at pure noise)
     linspace: round(linspace(0, T-1, num_steps)) reversed
+    multistep: as diffusers' multistep solvers (DPM-Solver++), leading and linspace lay
+    num_steps + 1 points and drop the lowest (their last step goes to t = 0 itself).
     """
     if not 1 <= num_steps <= num_train_timesteps:
         raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
+    if multistep and spacing in ("leading", "linspace"):
+        return sampling_timesteps(num_train_timesteps, num_steps + 1, spacing, steps_offset)[:-1]
     if spacing == "leading":
         ts = np.arange(num_steps) * (num_train_timesteps // num_steps) + steps_offset
     elif spacing == "trailing":
@@ -121,6 +128,28 @@ def ddim_step(x_t: jax.Array, model_output: jax.Array, alpha_bar_t: jax.Array,
     return x_prev
 
 
+def dpm_solver_2m_step(x_t: jax.Array, x0: jax.Array, alpha_bar_t: jax.Array,
+                       alpha_bar_prev: jax.Array, x0_before: jax.Array, lambda_before: jax.Array,
+                       second_order: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One DPM-Solver++(2M) step x_t -> x_{t_prev} from data predictions (Lu et al. 2022; the
+    midpoint form, diffusers' default). Returns (x_prev, lambda_t) for the next step's history.
+
+    lambda = log(alpha / sigma) with alpha = sqrt(a), sigma = sqrt(1 - a); h = lambda_prev -
+    lambda_t. First order (= deterministic DDIM): x' = sigma_prev / sigma_t x - alpha_prev
+    (e^-h - 1) x0. Second order adds -alpha_prev (e^-h - 1) / 2 * D1 with D1 = (x0 - x0_before)
+    h / (lambda_t - lambda_before), the slope from the previous step's x0 (`x0_before` at
+    `lambda_before`); `second_order` (a bool scalar) picks it.
+    """
+    a, a_prev = _bcast(alpha_bar_t, x_t), _bcast(alpha_bar_prev, x_t)
+    lam_t = 0.5 * (jnp.log(alpha_bar_t) - jnp.log1p(-alpha_bar_t))
+    lam_prev = 0.5 * (jnp.log(alpha_bar_prev) - jnp.log1p(-alpha_bar_prev))  # inf at a_prev = 1
+    h = _bcast(lam_prev - lam_t, x_t)
+    step = jnp.sqrt(a_prev) * jnp.expm1(-h)
+    first = jnp.sqrt((1 - a_prev) / (1 - a)) * x_t - step * x0
+    d1 = (x0 - x0_before) * h / _bcast(lam_t - lambda_before, x_t)
+    return jnp.where(second_order, first - 0.5 * step * d1, first), lam_t
+
+
 def ddpm_step(x_t: jax.Array, model_output: jax.Array, alpha_bar_t: jax.Array,
               alpha_bar_prev: jax.Array, noise: jax.Array, prediction_type: str = "epsilon",
               clip_sample: float | None = None) -> jax.Array:
@@ -170,25 +199,38 @@ def sample(model_fn: ModelFn, x_T: jax.Array, keys: jax.Array, alpha_bar: jax.Ar
     x_T: [B, H, W, C]; keys: [B]; timesteps: descending [S] ints; the last step goes to
     alpha_bar = final_alpha_bar.
     Returns (x_0 [B, H, W, C], aux stacked over steps: leaves [S, ...]).
+    method: ddim (eta: its noise), ddpm, or dpm++2m (DPM-Solver++(2M), deterministic; first
+    order at the first and the last step, as diffusers' with its final sigma 0).
     """
-    if method not in ("ddim", "ddpm"):
-        raise ValueError(f"unknown sampling method {method!r}; use ddim or ddpm")
+    if method not in METHODS:
+        raise ValueError(f"unknown sampling method {method!r}; use {', '.join(METHODS)}")
     ts = jnp.asarray(timesteps, jnp.int32)
     prev = jnp.asarray(previous_timesteps(np.asarray(timesteps)), jnp.int32)
-    stochastic = method == "ddpm" or eta > 0
+    stochastic = method == "ddpm" or (method == "ddim" and eta > 0)
+    last = len(timesteps) - 1
 
-    def body(x, step):
+    def body(carry, step):
+        x, (x0_before, lambda_before) = carry
         i, t, t_prev = step
         out, aux = model_fn(x, jnp.full((x.shape[0],), t), i)
         a, a_prev = alpha_bar_at(alpha_bar, t), alpha_bar_at(alpha_bar, t_prev, final_alpha_bar)
         noise = per_sample_normal(keys, i, x.shape[1:], x.dtype) if stochastic else None
         if method == "ddim":
             x = ddim_step(x, out, a, a_prev, noise, eta, prediction_type, clip_sample)
-        else:
+        elif method == "ddpm":
             x = ddpm_step(x, out, a, a_prev, noise, prediction_type, clip_sample)
-        return x, aux
+        else:
+            x0, eps = predict_x0_eps(out, x, a, prediction_type)
+            x0, _ = _clip(x0, eps, x, _bcast(a, x), clip_sample)
+            x, lambda_before = dpm_solver_2m_step(x, x0, a, a_prev, x0_before, lambda_before,
+                                                  (i > 0) & (i < last))
+            x0_before = x0
+        return (x, (x0_before, lambda_before)), aux
 
-    return jax.lax.scan(body, x_T, (jnp.arange(len(timesteps), dtype=jnp.int32), ts, prev))
+    history = (jnp.zeros_like(x_T), jnp.float32(0.0))  # x0 and lambda of the step before
+    (x0, _), aux = jax.lax.scan(body, (x_T, history),
+                                (jnp.arange(len(timesteps), dtype=jnp.int32), ts, prev))
+    return x0, aux
 
 
 def invert(model_fn: ModelFn, x_0: jax.Array, alpha_bar: jax.Array, timesteps: np.ndarray,
