@@ -103,7 +103,7 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
         return None, []
     adp = None
     if config.method == "image":
-        num_classes = classifier.config.num_classes
+        num_classes = classifier.num_classes
     else:
         path = config.adp or checkpoints.EMBEDDED_ADP  # validate(): empty only for the embedded UNet
         try:
@@ -285,7 +285,7 @@ def summarise(counts: dict[str, np.ndarray], targets: list[Target], num_images: 
 
 def achieved_text(counts: dict[str, np.ndarray], targets: list[Target], classifier) -> str:
     """Progress-bar text: the shares so far of each target (or of every labelled attribute)."""
-    names = [t.name for t in targets] or list(classifier.config.num_classes)
+    names = [t.name for t in targets] or list(classifier.num_classes)
     parts = []
     for n in names:
         c = counts[n]

@@ -147,3 +147,31 @@ def test_clip_model_logits_match_transformers(tmp_path):
     assert max_err(ours.logits(jnp.asarray(pixels), jnp.asarray(IDS)), ref.logits_per_image) <= 1e-4
     with pytest.raises(ValueError, match="32x32"):
         ours.image_embeds(jnp.zeros((1, 16, 16, 3)))
+
+
+def test_zero_shot_labeller_is_clips_image_text_logits(tmp_path):
+    """ZeroShotLabeller's logits per attribute are CLIPModel's logits_per_image for that
+    attribute's class prompts (images already at CLIP's size: only the normalisation applies)."""
+    from dg_jax.models.zero_shot import CLIP_MEAN, CLIP_STD, ZeroShotLabeller
+
+    torch.manual_seed(0)
+    vision = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                  num_attention_heads=4, image_size=32, patch_size=8)
+    model = perturbed(transformers.CLIPModel(transformers.CLIPConfig(
+        text_config=TEXT, vision_config=vision, projection_dim=8)))
+    model.save_pretrained(tmp_path)
+    prompts = {"a": IDS[:2], "b": np.concatenate([IDS, IDS[::-1]])[:3]}
+    lookup = {f"prompt {i}": row for i, row in enumerate(np.concatenate(list(prompts.values())))}
+    tokenizer = lambda texts: np.stack([lookup[t] for t in texts])  # noqa: E731
+    names = iter(lookup)
+    labeller = ZeroShotLabeller(load_clip(tmp_path), tokenizer,
+                                {k: [next(names) for _ in v] for k, v in prompts.items()})
+    assert labeller.num_classes == {"a": 2, "b": 3}
+    images = np.random.RandomState(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    pixels = ((images + 1) / 2 - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
+    logits = labeller(jnp.asarray(images))
+    for name, ids in prompts.items():
+        with torch.no_grad():
+            ref = model(input_ids=torch.from_numpy(ids),
+                        pixel_values=nchw(pixels.astype(np.float32))).logits_per_image
+        assert max_err(logits[name], ref) <= 1e-4

@@ -59,6 +59,11 @@ class AttributeClassifier(nnx.Module):
         self.stages = nnx.List(stages)
         self.heads = nnx.Dict({name: nnx.Linear(cin, k, rngs=rngs) for name, k in config.attributes})
 
+    @property
+    def num_classes(self) -> dict[str, int]:
+        """attribute -> K: the labeller interface (`models.zero_shot`)."""
+        return self.config.num_classes
+
     def features(self, images: jax.Array) -> jax.Array:
         """images [B, H, W, 3] in [-1, 1] -> pooled features [B, C]."""
         x = images
