@@ -28,19 +28,22 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def batch_mesh(global_batch: int) -> Mesh:
+def batch_mesh(global_batch: int, unit: int = 1) -> Mesh:
     """The data mesh for a global batch: every device, or in a single process, when the batch
     does not split evenly over all of them, the most devices it does split over (with a note
-    on stderr). Several processes need a multiple of the device count."""
+    on stderr). Several processes need a multiple of the device count. `unit`: consecutive rows
+    that must stay on one device (a prompt group, whose batch distribution is its own)."""
     devices = jax.devices()
-    if global_batch % len(devices) == 0:
+    units = global_batch // unit
+    if units % len(devices) == 0:
         return data_mesh(devices)
+    whole = f"{global_batch} rows in groups of {unit}" if unit > 1 else f"size {global_batch}"
     if jax.process_count() > 1:
-        raise ValueError(f"the global batch size {global_batch} must be a multiple of the "
+        raise ValueError(f"the global batch ({whole}) must split into whole groups over the "
                          f"{len(devices)} devices of all hosts")
-    used = math.gcd(global_batch, len(devices))
-    print(f"note: batch size {global_batch} does not split over {len(devices)} devices; using "
-          f"{used} (choose a multiple of {len(devices)} to use them all)", file=sys.stderr)
+    used = math.gcd(units, len(devices))
+    print(f"note: the batch ({whole}) does not split over {len(devices)} devices; using "
+          f"{used} (choose a multiple of {len(devices) * unit} to use them all)", file=sys.stderr)
     return data_mesh(devices[:used])
 
 

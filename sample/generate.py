@@ -5,6 +5,12 @@
 Uses the embedded SynthFaces model unless --model points at a checkpoint bundle or a local diffusers
 UNet2DModel folder (whose scheduler config sets the sampling defaults). Rerunning the same command
 continues an interrupted run; an --out made with another config is refused.
+
+Text-to-image with a local Stable Diffusion pipeline folder, balanced per prompt, labelled by CLIP:
+
+    python -m sample.generate --model sd-v1-5 --prompt "a photo of a doctor" --batch-size 16 \
+        --method distribution --adp ADP --target gender=0.5,0.5 \
+        --clip clip-vit-large-patch14 --class-prompt "gender=a photo of a man|a photo of a woman"
 """
 
 import argparse
@@ -72,6 +78,18 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     d.add_argument("--coordinator", help="host:port of process 0 (not needed on Cloud TPU)")
     d.add_argument("--num-processes", type=int)
     d.add_argument("--process-id", type=int)
+    t = p.add_argument_group("text-to-image (a Stable Diffusion --model)")
+    t.add_argument("--prompt", action="append", default=[],
+                   help="repeatable: every batch holds each prompt in an equal group of rows, "
+                        "and each group is balanced on its own")
+    t.add_argument("--negative-prompt", default="",
+                   help="the unconditional branch of classifier-free guidance (default: empty)")
+    t.add_argument("--cfg-scale", type=float, default=GenerateConfig.cfg_scale,
+                   help="classifier-free guidance weight (1: conditional branch only)")
+    t.add_argument("--clip", default="", help="CLIPModel folder: zero-shot labels")
+    t.add_argument("--class-prompt", action="append", default=[],
+                   help="with --clip, per attribute: ATTR=prompt for class 0|prompt for class "
+                        "1|...; repeatable")
     p.add_argument("--png", action="store_true", help="also write OUT/png/<index>.png")
     a = p.parse_args(argv)
     sampler = sampler_from_flags(a)
@@ -87,7 +105,9 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
                           classifier=a.classifier, sampler=sampler, method=a.method,
                           targets=tuple(a.target + a.joint), adp=a.adp, guidance=guidance,
                           png=a.png, balance=a.balance,
-                          distribution_scope=a.distribution_scope), a
+                          distribution_scope=a.distribution_scope, prompts=tuple(a.prompt),
+                          negative_prompt=a.negative_prompt, cfg_scale=a.cfg_scale, clip=a.clip,
+                          class_prompts=tuple(a.class_prompt)), a
 
 
 def join_hosts(a) -> None:

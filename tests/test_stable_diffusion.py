@@ -154,3 +154,47 @@ def test_text_conditional_sampler_misuse_is_named(loaded):
                            text=TextConditioning(), vae=sd.vae)
     with pytest.raises(ValueError, match="needs context"):
         sampler(jax.random.split(jax.random.key(0), 2))
+
+
+def tiny_clip_dir(folder):
+    """A saved tiny CLIPModel (vocabulary of the tiny tokenizer) with its tokenizer files."""
+    torch.manual_seed(1)
+    text = dict(vocab_size=54, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                num_attention_heads=4, max_position_embeddings=MAX_TOKENS, bos_token_id=52,
+                eos_token_id=53, pad_token_id=53)
+    vision = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                  num_attention_heads=4, image_size=32, patch_size=8)
+    transformers.CLIPModel(transformers.CLIPConfig(text_config=text, vision_config=vision,
+                                                   projection_dim=8)).save_pretrained(folder)
+    tiny_tokenizer(folder / "_tokenizer").save_pretrained(str(folder))
+    return folder
+
+
+def test_generate_cli_on_a_stable_diffusion_folder(pipeline_dir, loaded, tmp_path):
+    """sample.generate end to end: prompts in groups, distribution guidance with an ADP for the
+    UNet's h, CLIP zero-shot labels, dataset balance, shards written; a rerun continues (nothing
+    left to do); text-to-image flags on a model without text are refused."""
+    from dg_jax import checkpoints, configs
+    from dg_jax.data import read_generated
+    from sample import generate
+
+    sd, _ = loaded
+    adp = tiny_adp(sd)
+    checkpoints.save_bundle(tmp_path / "adp", "adp", configs.to_dict(adp.config), adp)
+    clip = tiny_clip_dir(tmp_path / "clip")
+    out = tmp_path / "out"
+    argv = ["--model", str(pipeline_dir), "--out", str(out), "--num-images", "6",
+            "--batch-size", "4", "--steps", "2", "--prompt", "a cat", "--prompt", "a dog",
+            "--method", "distribution", "--adp", str(tmp_path / "adp"), "--target", "a=0.5,0.5",
+            "--clip", str(clip), "--class-prompt", "a=a photo of a cat|a photo of a dog",
+            "--cfg-scale", "2"]
+    assert generate.main(argv) == 0
+    data = read_generated(out)
+    assert data["image"].shape == (6, 16, 16, 3) and data["prob_a"].shape == (6, 2)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sum(manifest["counts"]["a"]) == 6
+    assert generate.main(argv) == 0  # complete: nothing to generate
+    assert json.loads((out / "manifest.json").read_text())["last_run"]["generated"] == 0
+    assert generate.main(["--out", str(tmp_path / "x"), "--num-images", "4", "--prompt",
+                          "a cat"]) == 2
+    assert generate.main(argv[:-2] + ["--out", str(tmp_path / "y"), "--batch-size", "3"]) == 2
