@@ -9,6 +9,7 @@ import sys
 
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
+from dg_jax.text_to_image import TextToImageConfig
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls, defaults=None,
@@ -68,6 +69,36 @@ def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip-sample", type=float,
                         help="clip x0_hat to [-c, c] each step; 0: off, as the paper (default: "
                              "the model's; 1 for the embedded model)")
+
+
+def add_text_flags(parser: argparse.ArgumentParser) -> None:
+    """Text-to-image flags (see TextToImageConfig)."""
+    t = parser.add_argument_group("text-to-image (a Stable Diffusion --model)")
+    t.add_argument("--prompt", action="append", default=[],
+                   help="repeatable: generation puts each prompt in an equal group of rows of "
+                        "every batch, and balances each group on its own")
+    t.add_argument("--prompts-file", help="more prompts, one per line")
+    t.add_argument("--negative-prompt", default="",
+                   help="the unconditional branch of classifier-free guidance (default: empty)")
+    t.add_argument("--cfg-scale", type=float, default=TextToImageConfig.cfg_scale,
+                   help="classifier-free guidance weight (1: conditional branch only)")
+    t.add_argument("--clip", default="", help="CLIPModel folder: zero-shot labels")
+    t.add_argument("--class-prompt", action="append", default=[],
+                   help="with --clip, per attribute: ATTR=prompt for class 0|prompt for class "
+                        "1|...; repeatable")
+
+
+def text_from_flags(args: argparse.Namespace) -> TextToImageConfig:
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        try:
+            with open(args.prompts_file) as f:
+                prompts += [line.strip() for line in f if line.strip()]
+        except OSError as e:
+            raise UserError(f"cannot read --prompts-file: {e}") from None
+    return TextToImageConfig(prompts=tuple(prompts), negative_prompt=args.negative_prompt,
+                             cfg_scale=args.cfg_scale, clip=args.clip,
+                             class_prompts=tuple(args.class_prompt))
 
 
 def sampler_from_flags(args: argparse.Namespace) -> SamplerConfig:

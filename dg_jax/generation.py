@@ -32,8 +32,7 @@ from dg_jax.errors import UserError
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.targets import Target, check_disjoint, parse_target
 from dg_jax.models.classifier import AttributeClassifier
-from dg_jax.models.loading import load_adp, load_classifier, load_unet
-from dg_jax.models.stable_diffusion import StableDiffusion
+from dg_jax.models.loading import load_adp, load_unet
 from dg_jax.parallel import (
     DATA_AXIS,
     batch_mesh,
@@ -45,6 +44,7 @@ from dg_jax.parallel import (
 )
 from dg_jax.sampling import GUIDANCE_METHODS as SAMPLER_GUIDANCE_METHODS
 from dg_jax.sampling import TextConditioning, make_sampler
+from dg_jax.text_to_image import TextToImageConfig, load_labeller, split_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +66,7 @@ class GenerateConfig:
     # batch: to p_ref, each batch on its own (the paper)
     balance: str = "dataset"
     distribution_scope: str = "global"  # p_hat over the global batch, or each device's own
-    # Text-to-image (a Stable Diffusion --model): the prompts fill every batch in equal groups of
-    # consecutive rows, one prompt per group, and each group's batch distribution is guided.
-    prompts: tuple[str, ...] = ()
-    negative_prompt: str = ""  # the unconditional branch of classifier-free guidance
-    cfg_scale: float = 7.5
-    clip: str = ""  # a CLIPModel folder: label by zero-shot CLIP with `class_prompts`
-    class_prompts: tuple[str, ...] = ()  # "attr=prompt for class 0|prompt for class 1|..."
+    text: TextToImageConfig = TextToImageConfig()  # a Stable Diffusion --model
 
     def validate(self) -> None:
         for name in ("num_images", "batch_size", "shard_size"):
@@ -97,17 +91,11 @@ class GenerateConfig:
         if self.method == "image" and self.classifier == "none":
             raise UserError("--method image guides with the classifier; --classifier none "
                             "leaves it without one")
-        if self.prompts and self.batch_size % len(self.prompts):
+        self.text.validate(self.classifier)
+        prompts = self.text.prompts
+        if prompts and self.batch_size % len(prompts):
             raise UserError(f"--batch-size {self.batch_size} must hold each of the "
-                            f"{len(self.prompts)} prompts equally often (a multiple of it)")
-        if self.cfg_scale < 1:
-            raise UserError(f"--cfg-scale must be >= 1, got {self.cfg_scale}")
-        if bool(self.clip) != bool(self.class_prompts):
-            raise UserError("--clip and --class-prompt go together: CLIP labels each attribute "
-                            "by its class prompts")
-        class_prompts(self.class_prompts)  # checks their form
-        if self.clip and self.classifier:
-            raise UserError("give either --clip (zero-shot labels) or --classifier, not both")
+                            f"{len(prompts)} prompts equally often (a multiple of it)")
 
 
 GUIDANCE_METHODS = ("none", *SAMPLER_GUIDANCE_METHODS)
@@ -137,40 +125,6 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
         raise UserError(f"--target-weight for {', '.join(unknown)}, which is not a target "
                         f"(targets: {', '.join(t.name for t in targets)})")
     return adp, targets
-
-
-def class_prompts(specs: tuple[str, ...]) -> dict[str, list[str]]:
-    """"attr=prompt|prompt|..." specs -> attribute -> its class prompts."""
-    out = {}
-    for spec in specs:
-        name, _, prompts = spec.partition("=")
-        classes = [c.strip() for c in prompts.split("|")]
-        if not name.strip() or len(classes) < 2 or not all(classes):
-            raise UserError(f"bad --class-prompt {spec!r}; use ATTR=prompt for class 0|prompt "
-                            "for class 1|...")
-        out[name.strip()] = classes
-    return out
-
-
-def load_labeller(config: GenerateConfig, text_to_image: bool):
-    """The labeller (images in [-1, 1] -> attribute -> logits, with `num_classes`): CLIP
-    zero-shot with --clip, a classifier bundle, the embedded SynthFaces classifier for the
-    embedded model, or None (--classifier none; a text-to-image model without --clip or
-    --classifier, for which the SynthFaces classifier means nothing)."""
-    if config.clip:
-        from dg_jax.convert.clip import load_clip
-        from dg_jax.models.tokenizer import PromptTokenizer
-        from dg_jax.models.zero_shot import ZeroShotLabeller
-
-        try:
-            clip = load_clip(config.clip)
-            tokenizer = PromptTokenizer(config.clip, clip.text_model.config.max_position_embeddings)
-        except (ValueError, ImportError) as e:
-            raise UserError(f"cannot load CLIP {config.clip}: {e}") from None
-        return ZeroShotLabeller(clip, tokenizer, class_prompts(config.class_prompts))
-    if config.classifier == "none" or (text_to_image and not config.classifier):
-        return None
-    return load_classifier(config.classifier or None)
 
 
 def sample_keys(seed: int, indices: np.ndarray) -> jax.Array:
@@ -238,31 +192,26 @@ def run(config: GenerateConfig) -> dict:
     config.validate()
     # Models first: a missing checkpoint must not leave an output directory behind.
     unet, model_config, config = load_model(config)
-    sd = unet if isinstance(unet, StableDiffusion) else None
-    if sd is not None:
-        unet = sd.unet
-        if not config.prompts:
-            raise UserError(f"{config.model} is a text-to-image model: give --prompt")
-    elif config.prompts:
-        raise UserError("--prompt needs a text-to-image (Stable Diffusion) --model")
+    sd, unet = split_model(unet, config.text)
     # The labeller; image guidance steers with it too. None for a real model without one.
-    classifier = load_labeller(config, sd is not None)
+    classifier = load_labeller(config.text, config.classifier, sd is not None)
     adp, targets = load_guidance(config, classifier)
     if config.balance == "dataset" and targets and classifier is None:
         raise UserError("--balance dataset counts the labels of written images: it needs a "
                         "--classifier (or use --balance batch)")
-    group = config.batch_size // len(config.prompts) if sd is not None else 1
+    prompts = config.text.prompts
+    group = config.batch_size // len(prompts) if sd is not None else 1
     try:
         mesh = batch_mesh(config.batch_size, group)  # each device holds whole prompt groups
     except ValueError as e:
         raise UserError(str(e)) from None
     text, context, uncond = None, None, None
     if sd is not None:
-        text = TextConditioning(config.cfg_scale, group)
+        text = TextConditioning(config.text.cfg_scale, group)
         # the same prompt layout in every batch: row r has prompt r // group
-        row_prompts = [config.prompts[r // group] for r in range(config.batch_size)]
+        row_prompts = [prompts[r // group] for r in range(config.batch_size)]
         context = global_batch(mesh, np.asarray(sd.encode_prompts(row_prompts)))
-        uncond = replicate(sd.encode_prompts([config.negative_prompt])[0], mesh)
+        uncond = replicate(sd.encode_prompts([config.text.negative_prompt])[0], mesh)
     try:
         sample = make_sampler(unet, model_config, config.sampler, adp, targets, config.guidance,
                               method=config.method if config.method != "none" else "distribution",

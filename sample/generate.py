@@ -20,7 +20,7 @@ import sys
 import jax
 
 from dg_jax.errors import UserError
-from dg_jax.flags import add_sampler_flags, sampler_from_flags
+from dg_jax.flags import add_sampler_flags, add_text_flags, sampler_from_flags, text_from_flags
 from dg_jax.generation import GUIDANCE_METHODS, GenerateConfig, run
 from dg_jax.guidance.distribution import GuidanceConfig
 
@@ -78,18 +78,7 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     d.add_argument("--coordinator", help="host:port of process 0 (not needed on Cloud TPU)")
     d.add_argument("--num-processes", type=int)
     d.add_argument("--process-id", type=int)
-    t = p.add_argument_group("text-to-image (a Stable Diffusion --model)")
-    t.add_argument("--prompt", action="append", default=[],
-                   help="repeatable: every batch holds each prompt in an equal group of rows, "
-                        "and each group is balanced on its own")
-    t.add_argument("--negative-prompt", default="",
-                   help="the unconditional branch of classifier-free guidance (default: empty)")
-    t.add_argument("--cfg-scale", type=float, default=GenerateConfig.cfg_scale,
-                   help="classifier-free guidance weight (1: conditional branch only)")
-    t.add_argument("--clip", default="", help="CLIPModel folder: zero-shot labels")
-    t.add_argument("--class-prompt", action="append", default=[],
-                   help="with --clip, per attribute: ATTR=prompt for class 0|prompt for class "
-                        "1|...; repeatable")
+    add_text_flags(p)
     p.add_argument("--png", action="store_true", help="also write OUT/png/<index>.png")
     a = p.parse_args(argv)
     sampler = sampler_from_flags(a)
@@ -105,9 +94,7 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
                           classifier=a.classifier, sampler=sampler, method=a.method,
                           targets=tuple(a.target + a.joint), adp=a.adp, guidance=guidance,
                           png=a.png, balance=a.balance,
-                          distribution_scope=a.distribution_scope, prompts=tuple(a.prompt),
-                          negative_prompt=a.negative_prompt, cfg_scale=a.cfg_scale, clip=a.clip,
-                          class_prompts=tuple(a.class_prompt)), a
+                          distribution_scope=a.distribution_scope, text=text_from_flags(a)), a
 
 
 def join_hosts(a) -> None:

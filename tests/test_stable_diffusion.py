@@ -170,24 +170,32 @@ def tiny_clip_dir(folder):
     return folder
 
 
-def test_generate_cli_on_a_stable_diffusion_folder(pipeline_dir, loaded, tmp_path):
-    """sample.generate end to end: prompts in groups, distribution guidance with an ADP for the
-    UNet's h, CLIP zero-shot labels, dataset balance, shards written; a rerun continues (nothing
-    left to do); text-to-image flags on a model without text are refused."""
-    from dg_jax import checkpoints, configs
+def test_collect_train_generate_on_a_stable_diffusion_folder(pipeline_dir, tmp_path):
+    """The whole text-to-image path through the CLIs: h of the conditional branch collected with
+    prompts from a file and CLIP zero-shot labels, an ADP trained on it, then sample.generate
+    with prompt groups, distribution guidance, CLIP labels and dataset balance; a rerun continues
+    (nothing left to do); text-to-image flags without a text-to-image model are refused."""
     from dg_jax.data import read_generated
+    from dg_jax.training.adp import ADPTrainConfig, train
     from sample import generate
+    from train import collect_hspace
 
-    sd, _ = loaded
-    adp = tiny_adp(sd)
-    checkpoints.save_bundle(tmp_path / "adp", "adp", configs.to_dict(adp.config), adp)
     clip = tiny_clip_dir(tmp_path / "clip")
+    labels = ["--clip", str(clip), "--class-prompt", "a=a photo of a cat|a photo of a dog",
+              "--cfg-scale", "2", "--steps", "2"]
+    (tmp_path / "prompts.txt").write_text("a cat\n\na dog\n")
+    assert collect_hspace.main(["--out", str(tmp_path / "h"), "--model", str(pipeline_dir),
+                                "--prompts-file", str(tmp_path / "prompts.txt"),
+                                "--num-samples", "8", "--batch-size", "4", *labels]) == 0
+    _, report = train(ADPTrainConfig(data=str(tmp_path / "h"), workdir=str(tmp_path / "adp_w"),
+                                     hidden=8, time_dim=8, holdout=0.25, batch_size=4, steps=2,
+                                     export=str(tmp_path / "adp")))
+    assert report["heldout_samples"] == 2
     out = tmp_path / "out"
     argv = ["--model", str(pipeline_dir), "--out", str(out), "--num-images", "6",
-            "--batch-size", "4", "--steps", "2", "--prompt", "a cat", "--prompt", "a dog",
+            "--batch-size", "4", "--prompt", "a cat", "--prompt", "a dog",
             "--method", "distribution", "--adp", str(tmp_path / "adp"), "--target", "a=0.5,0.5",
-            "--clip", str(clip), "--class-prompt", "a=a photo of a cat|a photo of a dog",
-            "--cfg-scale", "2"]
+            *labels]
     assert generate.main(argv) == 0
     data = read_generated(out)
     assert data["image"].shape == (6, 16, 16, 3) and data["prob_a"].shape == (6, 2)
@@ -197,4 +205,6 @@ def test_generate_cli_on_a_stable_diffusion_folder(pipeline_dir, loaded, tmp_pat
     assert json.loads((out / "manifest.json").read_text())["last_run"]["generated"] == 0
     assert generate.main(["--out", str(tmp_path / "x"), "--num-images", "4", "--prompt",
                           "a cat"]) == 2
-    assert generate.main(argv[:-2] + ["--out", str(tmp_path / "y"), "--batch-size", "3"]) == 2
+    assert generate.main(argv + ["--out", str(tmp_path / "y"), "--batch-size", "3"]) == 2
+    assert collect_hspace.main(["--out", str(tmp_path / "z"), "--model", str(pipeline_dir),
+                                "--prompt", "a cat", "--source", "invert", *labels]) == 2

@@ -6,7 +6,12 @@
 --source generate records h along the generation path and labels the final images with the
 classifier; --source invert DDIM-inverts SynthFaces images (the original code's path). Takes
 --model and the sampler flags of sample.generate; the ADP trained on the result serves samplers
-with the same timesteps.
+with the same timesteps. For a Stable Diffusion folder (--source generate), --prompt /
+--prompts-file give sample i prompt i mod N, h is the conditional branch's, and --clip with
+--class-prompt labels by CLIP zero-shot:
+
+    python -m train.collect_hspace --model sd-v1-5 --out runs/sd_h --prompts-file prompts.txt \
+        --clip clip-vit-large-patch14 --class-prompt "gender=a photo of a man|a photo of a woman"
 """
 
 import argparse
@@ -14,7 +19,7 @@ import json
 import sys
 
 from dg_jax.errors import UserError
-from dg_jax.flags import add_sampler_flags, sampler_from_flags
+from dg_jax.flags import add_sampler_flags, add_text_flags, sampler_from_flags, text_from_flags
 from dg_jax.training.hspace import CollectConfig, collect
 
 
@@ -32,11 +37,12 @@ def parse_args(argv=None) -> CollectConfig:
     p.add_argument("--invert-probs", default="uniform", choices=["uniform", "biased"],
                    help="class probabilities of the SynthFaces images to invert")
     add_sampler_flags(p)
+    add_text_flags(p)
     a = p.parse_args(argv)
     return CollectConfig(out=a.out, num_samples=a.num_samples, source=a.source, seed=a.seed,
                          batch_size=a.batch_size, shard_size=a.shard_size, model=a.model,
                          classifier=a.classifier, sampler=sampler_from_flags(a),
-                         invert_probs=a.invert_probs)
+                         invert_probs=a.invert_probs, text=text_from_flags(a))
 
 
 def main(argv=None) -> int:

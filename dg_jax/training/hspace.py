@@ -6,6 +6,9 @@ Two sources of labelled h (METHOD.md section 3):
   invert    DDIM-invert SynthFaces images (the original code's path) and record h at every
             inversion step, labelled by the classifier.
 Shards are written resumably (rerun = continue) and memory does not grow with num_samples.
+For a text-to-image model (generate only), sample i has prompt i mod len(prompts), h is the
+conditional branch's (what the guided sampler's ADP reads) and the labeller is CLIP zero-shot
+(--clip) or a classifier.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
 from dg_jax.generation import load_model, make_labeller, sample_keys
-from dg_jax.models.loading import load_classifier
-from dg_jax.sampling import make_h_inverter, make_sampler, sampling_plan
+from dg_jax.sampling import TextConditioning, make_h_inverter, make_sampler, sampling_plan
+from dg_jax.text_to_image import TextToImageConfig, load_labeller, split_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,7 @@ class CollectConfig:
     classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier
     sampler: SamplerConfig = SamplerConfig()
     invert_probs: str = "uniform"  # SynthFaces class probabilities of inverted images
+    text: TextToImageConfig = TextToImageConfig()  # a Stable Diffusion --model
 
     def validate(self) -> None:
         if self.source not in ("generate", "invert"):
@@ -49,22 +53,38 @@ class CollectConfig:
         for name in ("num_samples", "batch_size", "shard_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
+        self.text.validate(self.classifier)
+        if self.text.prompts and self.source == "invert":
+            raise UserError("--source invert is for unconditional models; use --source generate "
+                            "with --prompt")
 
 
 def collect(config: CollectConfig) -> dict:
     """Writes the h-space shards (skipping finished ones); returns a summary."""
     config.validate()
-    unet, model_config, config = load_model(config)
+    model, model_config, config = load_model(config)
+    sd, unet = split_model(model, config.text)
     _, timesteps, _, _ = sampling_plan(model_config, config.sampler)
-    label = make_labeller(load_classifier(config.classifier or None))
+    labeller = load_labeller(config.text, config.classifier, sd is not None)
+    if labeller is None:
+        raise UserError("h-space samples need labels: give --clip with --class-prompt, or "
+                        "--classifier")
+    label = make_labeller(labeller)
     wanted = {**configs.to_dict(config), "timesteps": [int(t) for t in timesteps]}
     shards.prepare_output_dir(config.out, wanted)
 
     if config.source == "generate":
-        sample = make_sampler(unet, model_config, config.sampler, record_h=True)
+        text = TextConditioning(config.text.cfg_scale) if sd is not None else None
+        sample = make_sampler(unet, model_config, config.sampler, record_h=True, text=text,
+                              vae=sd.vae if sd is not None else None)
+        prompts = config.text.prompts
+        uncond = sd.encode_prompts([config.text.negative_prompt])[0] if sd is not None else None
 
         def images_and_h(idx):
-            images, trace = sample(sample_keys(config.seed, idx))
+            context = None if sd is None else sd.encode_prompts(
+                [prompts[i % len(prompts)] for i in idx])
+            images, trace = sample(sample_keys(config.seed, idx), context=context,
+                                   uncond_context=uncond)
             return np.asarray(to_uint8(images)), trace["h"]
     else:
         invert = make_h_inverter(unet, model_config, config.sampler)
