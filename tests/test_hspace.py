@@ -55,6 +55,29 @@ def test_collect_writes_labelled_h_trajectories_and_resumes(bundles, tmp_path, s
         collect(CollectConfig(**{**config.__dict__, "seed": 1}))
 
 
+def test_labels_from_a_label_file(bundles, tmp_path):
+    """--labels: each sample's labels are the file's row for its index (one-hot probabilities),
+    whatever the images look like; a sample missing from the file is an error naming it."""
+    from dg_jax.data.hspace import read_labels
+    from dg_jax.errors import UserError
+
+    root, _ = bundles
+    (tmp_path / "labels.csv").write_text("index,gender,age\n" + "".join(
+        f"{i},{i % 2},{i % 3}\n" for i in range(5)))
+    config = CollectConfig(out=str(tmp_path / "h"), num_samples=5, batch_size=2, shard_size=3,
+                           model=str(root / "unet"), labels=str(tmp_path / "labels.csv"),
+                           sampler=SamplerConfig(num_steps=2))
+    collect(config)
+    source = HSpaceSource(tmp_path / "h")
+    labels = read_labels(source)
+    np.testing.assert_array_equal(labels["gender"], np.arange(5) % 2)
+    np.testing.assert_array_equal(labels["age"], np.arange(5) % 3)
+    assert source[4]["probs"]["age"] == [0.0, 1.0, 0.0]
+    with pytest.raises(UserError, match="no sample 5"):
+        collect(CollectConfig(**{**config.__dict__, "out": str(tmp_path / "h2"),
+                                 "num_samples": 6}))
+
+
 def test_inverted_h_at_the_last_step_is_the_forward_pass_h(bundles, tmp_path):
     """The inverter's step-0 h is h at the largest timestep of the inverted latent; its last
     (cleanest) h is the encoder's h of the image itself at the smallest timestep."""

@@ -36,13 +36,17 @@ def parse_args(argv=None) -> CollectConfig:
     p.add_argument("--classifier", default="", help="labeller bundle (default: embedded)")
     p.add_argument("--invert-probs", default="uniform", choices=["uniform", "biased"],
                    help="class probabilities of the SynthFaces images to invert")
+    p.add_argument("--labels", default="",
+                   help="label file by sample index (CSV index,<attr>,... or .npz) instead of a "
+                        "labeller")
     add_sampler_flags(p)
     add_text_flags(p)
     a = p.parse_args(argv)
     return CollectConfig(out=a.out, num_samples=a.num_samples, source=a.source, seed=a.seed,
                          batch_size=a.batch_size, shard_size=a.shard_size, model=a.model,
                          classifier=a.classifier, sampler=sampler_from_flags(a),
-                         invert_probs=a.invert_probs, text=text_from_flags(a))
+                         invert_probs=a.invert_probs, text=text_from_flags(a),
+                         labels=a.labels)
 
 
 def main(argv=None) -> int:

@@ -24,6 +24,7 @@ from dg_jax import configs
 from dg_jax.data import shards, synthfaces
 from dg_jax.data.hspace import encode_h_record
 from dg_jax.data.images import to_model_range, to_uint8
+from dg_jax.data.label_file import LabelFile
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
 from dg_jax.generation import load_model, make_labeller, sample_keys
@@ -44,6 +45,7 @@ class CollectConfig:
     sampler: SamplerConfig = SamplerConfig()
     invert_probs: str = "uniform"  # SynthFaces class probabilities of inverted images
     text: TextToImageConfig = TextToImageConfig()  # a Stable Diffusion --model
+    labels: str = ""  # a label file (data/label_file.py): labels by sample index, no labeller
 
     def validate(self) -> None:
         if self.source not in ("generate", "invert"):
@@ -54,6 +56,9 @@ class CollectConfig:
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be positive")
         self.text.validate(self.classifier)
+        if self.labels and (self.classifier or self.text.clip):
+            raise UserError("--labels replaces the labeller: give it without --classifier or "
+                            "--clip")
         if self.text.prompts and self.source == "invert":
             raise UserError("--source invert is for unconditional models; use --source generate "
                             "with --prompt")
@@ -65,11 +70,14 @@ def collect(config: CollectConfig) -> dict:
     model, model_config, config = load_model(config)
     sd, unet = split_model(model, config.text)
     _, timesteps, _, _ = sampling_plan(model_config, config.sampler)
-    labeller = load_labeller(config.text, config.classifier, sd is not None)
-    if labeller is None:
-        raise UserError("h-space samples need labels: give --clip with --class-prompt, or "
-                        "--classifier")
-    label = make_labeller(labeller)
+    if config.labels:
+        label_file = LabelFile(config.labels)
+    else:
+        labeller = load_labeller(config.text, config.classifier, sd is not None)
+        if labeller is None:
+            raise UserError("h-space samples need labels: give --clip with --class-prompt, "
+                            "--classifier or --labels")
+        label = make_labeller(labeller)
     wanted = {**configs.to_dict(config), "timesteps": [int(t) for t in timesteps]}
     shards.prepare_output_dir(config.out, wanted)
 
@@ -101,7 +109,11 @@ def collect(config: CollectConfig) -> dict:
     def make_records(idx: np.ndarray, count: int) -> list[bytes]:
         images, hs = images_and_h(idx)
         hs = np.asarray(jax.device_get(hs))  # [S, B, h, w, c]
-        probs = jax.device_get(label(images))
+        if config.labels:  # by sample index; the padding rows of a last batch have none
+            probs = {n: np.resize(v, (len(idx), v.shape[1]))
+                     for n, v in label_file(idx[:count]).items()}
+        else:
+            probs = jax.device_get(label(images))
         records = []
         for j in range(count):
             p = {n: v[j] for n, v in probs.items()}
