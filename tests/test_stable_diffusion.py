@@ -78,13 +78,20 @@ def loaded(pipeline_dir):
     return from_diffusers(pipeline_dir)
 
 
-def test_loads_a_pipeline_folder(loaded):
+def test_loads_a_pipeline_folder(pipeline_dir, loaded):
     sd, config = loaded
     assert isinstance(sd, StableDiffusion) and sd.image_size == 16
     assert config.schedule.beta_schedule == "scaled_linear"
     assert (config.sampling.steps_offset, config.sampling.set_alpha_to_one) == (1, False)
     context = sd.encode_prompts(["a photo of a cat", ""])
     assert context.shape == (2, MAX_TOKENS, 16)
+    # component folders alone
+    unet, unet_config = from_diffusers(pipeline_dir / "unet")
+    assert unet.config == sd.unet.config and unet_config == config
+    vae, none = from_diffusers(pipeline_dir / "vae")
+    assert none is None and vae.config == sd.vae.config
+    text, _ = from_diffusers(pipeline_dir / "text_encoder")
+    assert text.config == sd.text_encoder.config
 
 
 def test_classifier_free_guided_ddim_matches_diffusers(pipeline_dir, loaded):

@@ -62,7 +62,8 @@ def from_diffusers(path, dtype: str = "float32"):
     dtype is the compute dtype ("bfloat16" for speed); parameters are float32. Returns
     (model, ModelConfig with the UNet config, training schedule and sampling defaults); model is
     a `UNet`, or a `StableDiffusion` (UNet, autoencoder, text encoder, tokenizer) for a pipeline
-    folder with a text encoder.
+    folder with a text encoder. A pipeline's `vae/` or `text_encoder/` folder alone gives
+    (AutoencoderKL or CLIPTextModel, None).
     """
     path = pathlib.Path(path)
     if (path / "model_index.json").is_file():
@@ -72,6 +73,16 @@ def from_diffusers(path, dtype: str = "float32"):
             return load_stable_diffusion(path, dtype)
         unet_dir, scheduler_dir = _pipeline_parts(path)
     elif (path / "config.json").is_file():
+        raw = json.loads((path / "config.json").read_text())
+        kind = raw.get("_class_name") or (raw.get("architectures") or [None])[0]
+        if kind == "AutoencoderKL":
+            from dg_jax.convert.stable_diffusion import load_vae
+
+            return load_vae(path, dtype), None
+        if kind in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+            from dg_jax.convert.clip import load_clip_text
+
+            return load_clip_text(path, dtype), None
         unet_dir, scheduler_dir = path, path.parent / "scheduler"
     else:
         raise FileNotFoundError(f"no diffusers model at {path} (no model_index.json or config.json)")
