@@ -16,6 +16,19 @@ def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
+def to_recorded_dict(config, later_fields: tuple[str, ...]) -> dict:
+    """`to_dict`, leaving out the `later_fields` (added after outputs were first written with
+    this config class) while they hold their defaults, so that an output folder recorded before
+    they existed still matches its rerun."""
+    d = to_dict(config)
+    for name in later_fields:
+        field = next(f for f in dataclasses.fields(config) if f.name == name)
+        default = field.default_factory() if callable(field.default_factory) else field.default
+        if getattr(config, name) == default:
+            d.pop(name)
+    return d
+
+
 def from_dict(cls, d: dict):
     """Builds dataclass `cls` from `d`: nested dataclass fields recursively (through their own
     `from_dict` where they define one), lists as tuples. Unknown keys are an error."""

@@ -221,7 +221,7 @@ def run(config: GenerateConfig) -> dict:
     except ValueError as e:  # an ADP for another UNet or for other timesteps
         raise UserError(str(e)) from None
     label = make_batch_labeller(classifier, targets, mesh) if classifier is not None else None
-    wanted = configs.to_dict(config)
+    wanted = configs.to_recorded_dict(config, later_fields=("text",))
     wanted.pop("png")  # writing PNGs as well does not change the data set
     writer = DatasetWriter(config.out, wanted, config.num_images, config.shard_size)
     out = pathlib.Path(config.out)

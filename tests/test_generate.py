@@ -171,3 +171,14 @@ def test_object_store_output_goes_through_epath(bundles, tmp_path, monkeypatch):
     local = tmp_path / "gs:" / "bucket" / "faces"
     assert manifest["num_images"] == 10 and (local / "manifest.json").is_file()
     assert generated.read_generated(local)["image"].shape == (10, 8, 8, 3)
+
+
+def test_text_to_image_options_are_recorded_only_when_used():
+    """Output folders written before the text-to-image options existed stay resumable: the
+    options enter run.json only when they differ from their defaults."""
+    from dg_jax import configs
+    from dg_jax.text_to_image import TextToImageConfig
+
+    assert "text" not in configs.to_recorded_dict(GenerateConfig(), ("text",))
+    used = GenerateConfig(text=TextToImageConfig(prompts=("a doctor",)))
+    assert configs.to_recorded_dict(used, ("text",))["text"]["prompts"] == ["a doctor"]

@@ -78,7 +78,8 @@ def collect(config: CollectConfig) -> dict:
             raise UserError("h-space samples need labels: give --clip with --class-prompt, "
                             "--classifier or --labels")
         label = make_labeller(labeller)
-    wanted = {**configs.to_dict(config), "timesteps": [int(t) for t in timesteps]}
+    wanted = {**configs.to_recorded_dict(config, later_fields=("text", "labels")),
+              "timesteps": [int(t) for t in timesteps]}
     shards.prepare_output_dir(config.out, wanted)
 
     if config.source == "generate":
