@@ -134,9 +134,12 @@ def table(out, base, scales, num_real, results, groups, methods, weights) -> lis
         for row, scale in rows:
             method, balance = METHODS.get(row, (row, "batch"))
             name = "unguided" if method == "none" else f"{row}_{group}".replace(" ", "")
+            # One unguided run serves every group (its guidance settings do nothing; they are
+            # the same for all groups so that its output folder is reused).
+            row_weights = weights if method == "none" else weights_for(targets, weights)
             config = dataclasses.replace(
                 base, method=method, targets=() if method == "none" else targets,
-                guidance=GuidanceConfig(scale=scale, target_weights=weights_for(targets, weights)),
+                guidance=GuidanceConfig(scale=scale, target_weights=row_weights),
                 balance=balance)
             report = generate_and_evaluate(out, name, config, targets, num_real)
             results[f"{group}/{row}"] = report
@@ -147,8 +150,8 @@ def table(out, base, scales, num_real, results, groups, methods, weights) -> lis
                 unguided = report
             ratio = aim["kid"] / unguided["quality"]["training"]["kid"]
             speed = report["images_per_second"]
-            row_weights = config.guidance.target_weights
-            strength = f"{scale:g}" + (f" ({', '.join(row_weights)})" if row_weights else "")
+            strength = "-" if method == "none" else f"{scale:g}" + (
+                f" ({', '.join(row_weights)})" if row_weights else "")
             lines.append(
                 f"| {group} | {method} | {'-' if method == 'none' else balance} | {strength} | "
                 f"{sum(m['fd'] for m in fair):.3f} | {sum(m['kl'] for m in fair):.3f} | "
