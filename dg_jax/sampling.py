@@ -122,7 +122,7 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
     record_h. Fields of `config` left None take the model's sampling defaults.
     text, vae: a text-conditional latent model (Stable Diffusion): classifier-free guidance and
     per-prompt-group batch distributions (`TextConditioning`); the UNet samples latents, `vae`
-    decodes them.
+    decodes them (without `vae` the sampler returns the latents).
     """
     config, ts, alpha_bar, final = sampling_plan(model_config, config)
     targets = tuple(targets)
@@ -241,6 +241,8 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
             trace["p_hat"] = jax.lax.pmean(trace["p_hat"], DATA_AXIS)
         if autoencoder is not None:
             x0 = autoencoder.latents_to_images(x0)
+        elif conditional:  # latents of a latent model sampled without its autoencoder: as they are
+            return x0, trace
         return jnp.clip(x0, -1, 1), trace
 
     if mesh is not None:
