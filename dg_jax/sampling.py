@@ -137,7 +137,7 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
     if conditional != (text is not None):
         raise ValueError("a text-conditional UNet needs `text` (TextConditioning), and only it"
                          if conditional else "`text` given for a UNet without cross-attention")
-    if guided and method == "image" and vae is not None:
+    if guided and method == "image" and conditional:
         raise ValueError("image-space guidance is not supported for latent models (it would "
                          "decode x0_hat through the autoencoder at every step)")
     group = text.group_size if text is not None and method == "distribution" else None
@@ -235,7 +235,7 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
         x_T = samplers.initial_noise(keys, shape)
         x0, trace = samplers.sample(model_fn, x_T, keys, alpha_bar, ts, config.method,
                                     config.eta, c.prediction_type, config.clip_range, final)
-        if mesh is not None and "p_hat" in trace:
+        if mesh is not None and "p_hat" in trace and group is None:
             # the trace reports the global batch, whichever batch was pushed (pmean leaves an
             # already global p_hat as it is)
             trace["p_hat"] = jax.lax.pmean(trace["p_hat"], DATA_AXIS)
@@ -247,8 +247,8 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
 
     if mesh is not None:
         trace_specs = {}
-        if guided:
-            trace_specs["p_hat"] = P()
+        if guided:  # per-group p_hat [S, G, K]: each device reports its own groups
+            trace_specs["p_hat"] = P() if group is None else P(None, DATA_AXIS)
         if record_h:
             trace_specs["h"] = P(None, DATA_AXIS)
         sample = jax.shard_map(sample, mesh=mesh,
