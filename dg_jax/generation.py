@@ -205,7 +205,7 @@ def run(config: GenerateConfig) -> dict:
         mesh = batch_mesh(config.batch_size, group)  # each device holds whole prompt groups
     except ValueError as e:
         raise UserError(str(e)) from None
-    text, context, uncond = None, None, None
+    text, context, uncond, row_prompts = None, None, None, []
     if sd is not None:
         text = TextConditioning(config.text.cfg_scale, group)
         # the same prompt layout in every batch: row r has prompt r // group
@@ -259,7 +259,8 @@ def run(config: GenerateConfig) -> dict:
                 break
             p = {n: v[j] for n, v in probs.items()}
             records.append(generated.encode_record(
-                images[j], i, config.seed, {n: int(np.argmax(v)) for n, v in p.items()}, p))
+                images[j], i, config.seed, {n: int(np.argmax(v)) for n, v in p.items()}, p,
+                row_prompts[lo_row + j] if sd is not None else None))
             if config.png:
                 Image.fromarray(images[j]).save(out / "png" / f"{i:08d}.png")
         return records

@@ -207,6 +207,8 @@ def test_collect_train_generate_on_a_stable_diffusion_folder(pipeline_dir, tmp_p
     assert generate.main(argv) == 0
     data = read_generated(out)
     assert data["image"].shape == (6, 16, 16, 3) and data["prob_a"].shape == (6, 2)
+    # row r of every batch (4 rows, groups of 2) has prompt r // 2
+    assert list(data["prompt"]) == ["a cat", "a cat", "a dog", "a dog", "a cat", "a cat"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert sum(manifest["counts"]["a"]) == 6
     assert generate.main(argv) == 0  # complete: nothing to generate
