@@ -128,6 +128,16 @@ def test_pipeline_folder_honours_the_scheduler_config(tmp_path):
     assert unet_only == config
 
 
+def torch_loop(model, scheduler, x_T: np.ndarray, steps: int, **step_options) -> np.ndarray:
+    """The reference: `steps` steps of a diffusers scheduler with the torch model, NHWC."""
+    scheduler.set_timesteps(steps)
+    x = torch.from_numpy(x_T.transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(model(x, t).sample, t, x, **step_options).prev_sample
+    return x.numpy().transpose(0, 2, 3, 1)
+
+
 def test_ddim_loop_matches_diffusers_scheduler(tmp_path):
     """Whole deterministic DDIM loops: torch model + DDIMScheduler vs our converted model + scan."""
     model = torch_unet(CONFIGS["attention_low_res"])
@@ -139,12 +149,7 @@ def test_ddim_loop_matches_diffusers_scheduler(tmp_path):
     ours, config = from_diffusers(tmp_path)
     x_T = np.random.RandomState(1).randn(2, 16, 16, 3).astype(np.float32)
 
-    scheduler.set_timesteps(6)
-    x = torch.from_numpy(x_T.transpose(0, 3, 1, 2))
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            x = scheduler.step(model(x, t).sample, t, x, eta=0.0).prev_sample
-    ref = x.numpy().transpose(0, 2, 3, 1)
+    ref = torch_loop(model, scheduler, x_T, 6, eta=0.0)
 
     s = config.sampling
     ts = samplers.sampling_timesteps(1000, 6, s.spacing, s.steps_offset)
@@ -167,12 +172,7 @@ def test_dpm_solver_2m_loop_matches_diffusers_scheduler(spacing, tmp_path):
     diffusers.DDIMPipeline(unet=model, scheduler=scheduler).save_pretrained(tmp_path)
     ours, config = from_diffusers(tmp_path)
     x_T = np.random.RandomState(1).randn(2, 16, 16, 3).astype(np.float32)
-    scheduler.set_timesteps(8)
-    x = torch.from_numpy(x_T.transpose(0, 3, 1, 2))
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            x = scheduler.step(model(x, t).sample, t, x).prev_sample
-    ref = x.numpy().transpose(0, 2, 3, 1)
+    ref = torch_loop(model, scheduler, x_T, 8)
 
     plan = sampling_plan(config, SamplerConfig(num_steps=8, method="dpm++2m"))
     _, ts, alpha_bar, final = plan
