@@ -100,6 +100,10 @@ def test_rerun_after_a_crash_continues_and_refuses_other_configs(bundles, tmp_pa
     with pytest.raises(ConfigMismatchError, match="another config"):
         run(config(bundles, out, seed=99))
     assert part(out, 0).read_bytes() == first
+    # a folder moved elsewhere is still the same data set: its rerun generates nothing
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    assert run(config(bundles, moved))["last_run"]["generated"] == 0
 
 
 def test_cli_errors_are_one_line_and_exit_2(bundles, tmp_path, capsys):

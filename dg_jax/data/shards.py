@@ -67,13 +67,18 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
     os.replace(tmp, path)
 
 
+LOCATION_FIELDS = ("out",)
+
+
 def check_output_dir(out: str | os.PathLike, config: dict) -> bool:
     """True if OUT holds a run with this config, False if OUT is absent or empty; raises if OUT
     holds another config or other files. Reads only (local or any etils.epath path)."""
     out = epath.Path(out)
     run_file = out / "run.json"
     if run_file.exists():
-        saved = json.loads(run_file.read_text())
+        # Where a folder lives is not part of what it holds: a moved or copied one resumes.
+        saved, config = ({k: v for k, v in d.items() if k not in LOCATION_FIELDS}
+                         for d in (json.loads(run_file.read_text()), config))
         if saved != config:
             diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             raise ConfigMismatchError(f"{out} holds data made with another config "
