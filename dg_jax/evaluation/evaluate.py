@@ -124,8 +124,10 @@ def evaluate(config: EvaluateConfig) -> dict:
         if all(f"label_{a}" in data for t in targets for a in t.attributes) else {},
     }
     if config.num_real > 0:
+        shares = {a: class_shares(v, num_classes[a]) for a, v in labels.items()}
         report["quality"] = quality(features, featurize, targets, config,
-                                    size=data["image"].shape[1], evaluator_id=report["evaluator"])
+                                    size=data["image"].shape[1], evaluator_id=report["evaluator"],
+                                    shares=shares)
 
     out = pathlib.Path(config.out or run_dir / "evaluation")
     out.mkdir(parents=True, exist_ok=True)
@@ -163,11 +165,19 @@ def real_features(featurize, evaluator_id: str, probs: dict, config: EvaluateCon
 
 
 def quality(features: np.ndarray, featurize, targets: list[Target], config: EvaluateConfig,
-            size: int, evaluator_id: str) -> dict:
-    """KID and FID against real SynthFaces of the training distribution, and of the targets'."""
+            size: int, evaluator_id: str, shares: dict[str, np.ndarray] | None = None) -> dict:
+    """KID and FID against real SynthFaces of the training distribution, of the targets' and
+    ("matched") of the attribute shares measured on the generated images (attributes drawn
+    independently). The evaluation network's features see attributes, so the first two also
+    charge a set for its attribute mix; the matched one isolates image quality: a guided set
+    whose off-target attributes drifted (glasses guidance moving smile, say) is compared with
+    real faces of that same mix, while broken images stay far from any real ones."""
     references = {"training": synthfaces.BIASED_PROBS}
     if targets:
         references["target"] = target_probs(targets)
+    if shares:
+        references["matched"] = {a: p / p.sum() for a, p in shares.items()
+                                 if a in synthfaces.ATTRIBUTES}
     result = {}
     for name, probs in references.items():
         real = real_features(featurize, evaluator_id, probs, config, size)
