@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bench.doc_sections import RESULTS_TITLE, write_section  # noqa: E402
+from dg_jax import configs  # noqa: E402
 from dg_jax.diffusion.sampler_config import SamplerConfig  # noqa: E402
 from dg_jax.evaluation.evaluate import EvaluateConfig, evaluate  # noqa: E402
 from dg_jax.generation import GenerateConfig, run  # noqa: E402
@@ -44,8 +46,19 @@ def generate_and_evaluate(out: pathlib.Path, name: str, config: GenerateConfig, 
                           num_real: int) -> dict:
     config = dataclasses.replace(config, out=str(out / name))
     manifest = run(config)
-    report = evaluate(EvaluateConfig(run_dir=config.out, targets=tuple(targets),
-                                     num_real=num_real))
+    evaluation = EvaluateConfig(run_dir=config.out, targets=tuple(targets), num_real=num_real)
+    # An evaluation of these very images with this very config is reused (it takes ~1 min).
+    done_file = out / name / "evaluated.json"
+    done = {"evaluation": configs.to_dict(evaluation), "manifest": manifest["num_images"],
+            "version": 2}  # 2: quality has the "matched" reference
+    report_file = out / name / "evaluation" / "report.json"
+    if (done_file.exists() and report_file.exists()
+            and json.loads(done_file.read_text()) == done
+            and manifest["last_run"]["generated"] == 0):
+        report = json.loads(report_file.read_text())
+    else:
+        report = evaluate(evaluation)
+        done_file.write_text(json.dumps(done) + "\n")
     # images/s of the run that generated the images (a rerun that only reuses them has none)
     speed_file = out / name / "speed.json"
     if manifest["last_run"]["generated"] == manifest["num_images"]:
@@ -77,7 +90,8 @@ def main():
     p.add_argument("--batch-sizes", default="16,32,64,128,256")
     p.add_argument("--skip", default="", help="comma list of parts to skip: table,batch,scale")
     p.add_argument("--groups", default=",".join(SETTINGS),
-                   help="comma list of table row groups (default: all)")
+                   help="comma list of table row groups (default: all); GROUP:M1+M2 gives a "
+                        "group its own methods instead of --methods")
     p.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma list of guided rows in the table, of {', '.join(METHODS)} "
                         "(unguided is always run)")
@@ -89,25 +103,31 @@ def main():
                           sampler=SamplerConfig(), balance="batch", shard_size=256)
     scales = {"sample": a.sample_scale, "image": a.image_scale, "distribution": a.scale,
               "distribution-dataset": a.scale}
-    lines = ["# Results: distribution guidance on the embedded default", "",
-             "Made by `python -m bench.results " + " ".join(
-                 f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v not in ("", None))
-             + "` (see the script's docstring). Fairness from the evaluation network "
-             "(`dg_jax/assets/synthfaces_evaluator`, not the labeller the ADP was trained on); "
-             "KID/FID on its features against real SynthFaces of the training distribution.", ""]
-    results = {}
-    if "table" not in skip:
-        groups = {g: SETTINGS[g] for g in a.groups.split(",")}
-        weights = tuple(filter(None, a.target_weights.split(",")))
-        lines += table(out, base, scales, a.num_real, results, groups, a.methods.split(","),
-                       weights)
-    if "batch" not in skip:
-        lines += batch_sweep(out, base, a, results)
-    if "scale" not in skip:
-        lines += scale_sweep(out, base, a, results)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    pathlib.Path(a.doc).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    made_by = ("Made by `python -m bench.results " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v not in ("", None))
+        + "` (see the script's docstring).")
+    write_section(a.doc, "results-intro", [
+        "Fairness from the evaluation network (`dg_jax/assets/synthfaces_evaluator`, not the "
+        "labeller the ADP was trained on); KID/FID on its features against real SynthFaces of "
+        "the training distribution. Each section below says which command made it."],
+        title=RESULTS_TITLE)
+    results_file = out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    groups = {}  # group -> its guided methods
+    for entry in a.groups.split(","):
+        group, _, methods = entry.partition(":")
+        groups[group] = (methods or a.methods.replace(",", "+")).split("+")
+    parts = {"table": lambda: table(out, base, scales, a.num_real, results, groups,
+                                    tuple(filter(None, a.target_weights.split(",")))),
+             "batch": lambda: batch_sweep(out, base, a, results),
+             "scale": lambda: scale_sweep(out, base, a, results)}
+    for part, make in parts.items():
+        if part in skip:
+            continue
+        lines = make()
+        write_section(a.doc, f"results-{part}", lines + [made_by, ""])
+        results_file.write_text(json.dumps(results, indent=2) + "\n")
+        print("\n".join(lines), flush=True)
 
 
 def weights_for(targets, weights: tuple[str, ...]) -> tuple[str, ...]:
@@ -116,27 +136,33 @@ def weights_for(targets, weights: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(w for w in weights if w.rpartition("=")[0] in names)
 
 
-def table(out, base, scales, num_real, results, groups, methods, weights) -> list[str]:
+def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
+          weights) -> list[str]:
     lines = ["## Methods", "",
              f"{base.num_images} images per row, batch {base.batch_size}, 50 DDIM steps (eta 1). "
-             "FD, KL and deviation ratio are summed over the row's targets. KID and FID "
-             "against real faces of the training distribution (train) and of the distribution "
-             "the row aims at (aim: the training one for unguided, the target's for guided "
-             "rows); the evaluation network's features see attributes, so a row that meets "
-             "its target is far from the training distribution by design. KID ratio = KID(aim) "
-             "/ KID(aim) of unguided: image quality without the intended shift.", "",
+             "FD, KL and deviation ratio are summed over the row's targets. KID and FID on the "
+             "evaluation network's features, against real faces of: the training distribution "
+             "(train); the distribution the row aims at (aim: the training one for unguided, "
+             "the target's for guided rows); the attribute shares the evaluation network "
+             "measured on the row's own images (matched). These features see attributes, so a "
+             "row that meets its target is far from the training distribution by design, and "
+             "a row whose other attributes drifted (glasses guidance also moves smile) is far "
+             "from its aim; the matched reference charges neither and keeps image quality: "
+             "broken images are far from every real face. KID ratios divide by the unguided "
+             "row's KID against the same kind of reference.", "",
              "| targets | method | balance | scale (weights) | FD | KL | dev. ratio | KID train | "
-             "KID aim | FID aim | KID ratio | img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "KID aim | FID aim | KID matched | KID ratio aim | KID ratio matched | img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     unguided = {}
-    for group, targets in groups.items():
+    for group, methods in groups.items():
+        targets = SETTINGS[group]
         rows = [("none", 0.0)] + [(m, scales[m]) for m in methods]
         for row, scale in rows:
             method, balance = METHODS.get(row, (row, "batch"))
             name = "unguided" if method == "none" else f"{row}_{group}".replace(" ", "")
-            # One unguided run serves every group (its guidance settings do nothing; they are
-            # the same for all groups so that its output folder is reused).
-            row_weights = weights if method == "none" else weights_for(targets, weights)
+            # One unguided run serves every group (and bench/fair_classifier.py): scale 0, no
+            # weights, whatever the group.
+            row_weights = () if method == "none" else weights_for(targets, weights)
             config = dataclasses.replace(
                 base, method=method, targets=() if method == "none" else targets,
                 guidance=GuidanceConfig(scale=scale, target_weights=row_weights),
@@ -149,6 +175,7 @@ def table(out, base, scales, num_real, results, groups, methods, weights) -> lis
             if method == "none":
                 unguided = report
             ratio = aim["kid"] / unguided["quality"]["training"]["kid"]
+            matched_ratio = quality["matched"]["kid"] / unguided["quality"]["matched"]["kid"]
             speed = report["images_per_second"]
             strength = "-" if method == "none" else f"{scale:g}" + (
                 f" ({', '.join(row_weights)})" if row_weights else "")
@@ -157,7 +184,8 @@ def table(out, base, scales, num_real, results, groups, methods, weights) -> lis
                 f"{sum(m['fd'] for m in fair):.3f} | {sum(m['kl'] for m in fair):.3f} | "
                 f"{max(m['deviation_ratio'] for m in fair):.3f} | "
                 f"{quality['training']['kid']:.4f} | {aim['kid']:.4f} | {aim['fid']:.2f} | "
-                f"{ratio:.2f} | {speed if speed is not None else '-'} |")
+                f"{quality['matched']['kid']:.4f} | {ratio:.2f} | {matched_ratio:.2f} | "
+                f"{speed if speed is not None else '-'} |")
     return lines + [""]
 
 
