@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -74,27 +75,37 @@ def augment(images: jax.Array, key: jax.Array) -> jax.Array:
     return x + std * jax.random.normal(k_noise, x.shape)
 
 
+def predict(model: AttributeClassifier, images: np.ndarray,
+            batch_size: int = 500) -> dict[str, np.ndarray]:
+    """uint8 images [N, H, W, 3] -> attribute -> predicted class int [N]."""
+    argmax = nnx.jit(lambda m, x: {n: jnp.argmax(v, -1) for n, v in m(x).items()})
+    parts = [jax.device_get(argmax(model, to_model_range(images[start:start + batch_size])))
+             for start in range(0, len(images), batch_size)]
+    return {n: np.concatenate([p[n] for p in parts]) for n in model.num_classes}
+
+
 def accuracy(model: AttributeClassifier, images: np.ndarray, labels: dict,
              batch_size: int = 500) -> dict[str, float]:
     """Per-attribute accuracy on uint8 images [N, H, W, 3]."""
-    predict = nnx.jit(lambda m, x: {n: jnp.argmax(v, -1) for n, v in m(x).items()})
-    correct = {n: 0 for n in labels}
-    for start in range(0, len(images), batch_size):
-        pred = predict(model, to_model_range(images[start:start + batch_size]))
-        for n in labels:
-            correct[n] += int(np.sum(np.asarray(pred[n]) == labels[n][start:start + batch_size]))
-    return {n: c / len(images) for n, c in correct.items()}
+    pred = predict(model, images, batch_size)
+    return {n: float(np.mean(pred[n] == labels[n])) for n in labels}
 
 
-def train(config: ClassifierTrainConfig) -> tuple[AttributeClassifier, dict[str, float]]:
-    """Trains (or resumes); returns the classifier and its held-out accuracy per attribute."""
+def fit_classifier(config: ClassifierTrainConfig, data: Callable[[], tuple[np.ndarray, dict]],
+                   num_images: int, desc: str = "classifier") -> tuple[AttributeClassifier, int]:
+    """Trains config.model (or resumes from config.workdir) on `data`.
+
+    data() -> (images uint8 [N, H, W, 3], labels: attribute -> int [N]) for every attribute of
+    config.model; called once, when the first batch is needed. Returns the classifier and the
+    number of steps it was trained for.
+    """
     model = AttributeClassifier(config.model, rngs=nnx.Rngs(config.seed))
     graphdef, params = nnx.split(model, nnx.Param)
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps,
                                                   config.steps)
     optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
     state = dict(params=params, opt=optimizer.init(params), step=jnp.zeros((), jnp.int32))
-    data = functools.cache(lambda: synthfaces.generate(config.num_images, config.data_seed))
+    data = functools.cache(data)
     key = jax.random.key(config.seed)
 
     @jax.jit
@@ -108,15 +119,27 @@ def train(config: ClassifierTrainConfig) -> tuple[AttributeClassifier, dict[str,
 
     def get_batch(idx):
         images, labels = data()
-        return {"image": to_model_range(images[idx]), "labels": {n: v[idx] for n, v in labels.items()}}
+        return {"image": to_model_range(images[idx]),
+                "labels": {n: labels[n][idx] for n in config.model.num_classes}}
 
-    state = common.fit(config, state, train_step, get_batch, config.num_images, "classifier")
-    model = nnx.merge(graphdef, jax.device_get(state["params"]))
+    state = common.fit(config, state, train_step, get_batch, num_images, desc)
+    return nnx.merge(graphdef, jax.device_get(state["params"])), int(state["step"])
+
+
+def train(config: ClassifierTrainConfig) -> tuple[AttributeClassifier, dict[str, float]]:
+    """Trains (or resumes) on SynthFaces; returns the classifier and its held-out accuracy per
+    attribute."""
+    model, steps = fit_classifier(
+        config, lambda: synthfaces.generate(config.num_images, config.data_seed), config.num_images)
     eval_images, eval_labels = synthfaces.generate(config.num_eval, config.data_seed + 1000)
     acc = accuracy(model, eval_images, eval_labels)
     print("held-out accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in acc.items()), flush=True)
     if config.export:
-        checkpoints.save_bundle(config.export, "classifier", configs.to_dict(config.model), model,
-                                dtype="float16", extra={"heldout_accuracy": acc,
-                                                        "trained_steps": int(state["step"])})
+        export(config.export, model, {"heldout_accuracy": acc, "trained_steps": steps})
     return model, acc
+
+
+def export(path: str, model: AttributeClassifier, extra: dict) -> None:
+    """Saves a classifier bundle (float16) that `models.loading` reads."""
+    checkpoints.save_bundle(path, "classifier", configs.to_dict(model.config), model,
+                            dtype="float16", extra=extra)
