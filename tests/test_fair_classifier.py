@@ -98,6 +98,7 @@ def test_fair_classifier_reads_celeba_from_tfds(tmp_path):
     (["--bias", "1.5"], "bias must lie in [0, 1]"),
     (["--sensitive", "smile"], "must differ"),
     (["--real", "imagenet"], "unknown real data 'imagenet'"),
+    (["--num-eval", "0"], "--num-eval above 0"),
     (["--target", "beard", "--real", "tfds:celeb_a"], "no attribute 'beard'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(flags, message, tmp_path, capsys):
