@@ -1,6 +1,6 @@
-"""Downstream fairness on the embedded default: a smile classifier trained on real SynthFaces where
-smiling faces are mostly light-skinned, with and without generated faces; writes its section of
-docs/RESULTS.md and docs/images/fair_classifier.png.
+"""Downstream fairness on the embedded default: a smile classifier trained on real SynthFaces
+where smiling faces are mostly medium- or dark-skinned, with and without generated faces; writes
+its section of docs/RESULTS.md and docs/images/fair_classifier.png.
 
     python -m bench.fair_classifier                     # 3 seeds, 2,048 generated images per set
 

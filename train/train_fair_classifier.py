@@ -3,7 +3,7 @@ sensitive attribute, optionally with generated images added, and grades its grou
 balanced test set (accuracy per group, worst group, equalized-odds and demographic-parity gaps).
 Writes WORKDIR/report.json. Resumable.
 
-    # SynthFaces: smiling faces mostly light-skinned (bias 0.9), plus balanced generated faces
+    # SynthFaces: smiling faces mostly darker-skinned (bias 0.9), plus balanced generated faces
     python -m train.train_fair_classifier --workdir runs/fair/b --generated runs/fair/distribution
     # CelebA prepared in a local TFDS data dir, at 64 px, with generated images of that size
     python -m train.train_fair_classifier --workdir runs/celeba --real tfds:celeb_a \\

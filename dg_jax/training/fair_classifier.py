@@ -5,9 +5,9 @@ graded on a test set with every (target, sensitive) cell equally common.
 Real data is SynthFaces drawn with a confound (`data.downstream.confounded_probs`) or a TFDS
 data set prepared locally (e.g. CelebA, attributes named by flags). Generated images come from
 a `sample.generate` folder with the labeller's pseudo-labels of the target. Every image is
-brought to `image_size` (centre crop, resize). The training
-schedule (steps, batch size) does not depend on how many images there are, so runs with and
-without generated images have the same budget.
+brought to `image_size` (centre crop, resize). The training schedule (steps, batch size) does
+not depend on how many images there are, so runs with and without generated images have the
+same budget.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class FairClassifierConfig(ClassifierTrainConfig):
     sensitive: str = "skin"  # attribute the groups are made of
     real: str = "synthfaces"  # synthfaces | tfds:NAME (e.g. tfds:celeb_a)
     num_images: int = 2000  # real training images (tfds: a random subset; 0: all)
-    bias: float = 0.9  # SynthFaces: P(sensitive class 0 | last target class), see confounded_probs
+    bias: float = 0.9  # SynthFaces: strength of the confound, see data.downstream.confounded_probs
     num_eval: int = 3000  # test images before balancing the cells (tfds: a subset; 0: all)
     eval_seed: int = 999  # SynthFaces test set (the same for every run)
     image_size: int = 32
