@@ -8,7 +8,9 @@ each single attribute at a uniform target, two attributes at once, and one joint
 and deviation ratio from the evaluation network, KID/FID against real SynthFaces of the training
 distribution, images/s. Then FD vs batch size (the batch-normalised scale against a fixed
 multiplier tuned at batch 64, as the original code's) and FD vs guidance scale.
-Runs live under --out and are reused when rerun (generation resumes; evaluation is redone).
+Runs live under --out and are reused when rerun (generation resumes; the evaluation of a run
+that did not change is reused). Each part (table, batch, scale) rewrites only its own section
+of --doc, so parts can run at different times.
 """
 
 import argparse
@@ -108,8 +110,8 @@ def main():
         + "` (see the script's docstring).")
     write_section(a.doc, "results-intro", [
         "Fairness from the evaluation network (`dg_jax/assets/synthfaces_evaluator`, not the "
-        "labeller the ADP was trained on); KID/FID on its features against real SynthFaces of "
-        "the training distribution. Each section below says which command made it."],
+        "labeller the ADP was trained on); KID/FID on its features against real SynthFaces "
+        "(which ones: each section says). Each section also says which command made it."],
         title=RESULTS_TITLE)
     results_file = out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
