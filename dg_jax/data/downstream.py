@@ -96,7 +96,7 @@ def generated_set(run_dir: str | os.PathLike, target: str, sensitive: str | None
     labelled = sorted(k.removeprefix("label_") for k in data if k.startswith("label_"))
     if f"label_{target}" not in data:
         raise UserError(f"{run_dir} has no labels for {target!r} (labelled: {labelled}); "
-                         "generate it with a labeller that knows that attribute")
+                        "generate it with a labeller that knows that attribute")
     if num is not None and num > len(data["image"]):
         raise UserError(f"{run_dir} has {len(data['image'])} images, {num} were asked for")
     part = slice(None, num)
@@ -137,7 +137,7 @@ def tfds_set(name: str, split: str, target: str, sensitive: str, size: int, num:
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise UserError("reading TFDS data needs tensorflow-datasets: pip install "
-                          "'dg-jax[tfds]'") from e
+                        "'dg-jax[tfds]'") from e
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir)
     except Exception as e:  # tfds raises several types for a missing or unprepared data set
@@ -146,14 +146,19 @@ def tfds_set(name: str, split: str, target: str, sensitive: str, size: int, num:
     rng = np.random.default_rng(seed)
     index = np.arange(len(source)) if num is None or num >= len(source) else np.sort(
         rng.choice(len(source), num, replace=False))
-    examples = [source[int(i)] for i in index]
-    target_labels = np.array([_attribute(e, target) for e in examples], np.int32)
-    sensitive_labels = np.array([_attribute(e, sensitive) for e in examples], np.int32)
-    keep = np.arange(len(examples))
+    # Resized as read: only small images are held (CelebA's full train split decoded would not fit)
+    images = np.empty((len(index), size, size, 3), np.uint8)
+    target_labels = np.empty(len(index), np.int32)
+    sensitive_labels = np.empty(len(index), np.int32)
+    for row, i in enumerate(index):
+        example = source[int(i)]
+        images[row] = square_resize(example["image"], size)
+        target_labels[row] = _attribute(example, target)
+        sensitive_labels[row] = _attribute(example, sensitive)
+    keep = np.arange(len(index))
     if balanced:
         cells = target_labels * (sensitive_labels.max() + 1) + sensitive_labels
         per_cell = np.bincount(cells)[np.unique(cells)].min()
         keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(cells == c))[:per_cell]
                                        for c in np.unique(cells)]))
-    images = np.stack([square_resize(examples[i]["image"], size) for i in keep])
-    return AttributeSet(images, target_labels[keep], sensitive_labels[keep])
+    return AttributeSet(images[keep], target_labels[keep], sensitive_labels[keep])
