@@ -112,11 +112,12 @@ def evaluate(config: EvaluateConfig) -> dict:
             class_shares(cell_labels(labels, t.attributes, t.num_classes), len(t.probs)),
             t.array) for t in targets}
 
+    shares = {a: class_shares(v, num_classes[a]) for a, v in labels.items()}
     report = {
         "run_dir": str(run_dir), "num_images": len(data["image"]),
         "evaluator": str(config.evaluator or checkpoints.EMBEDDED_EVALUATOR),
         "targets": [t.to_spec() for t in targets],
-        "shares": {a: class_shares(v, num_classes[a]).round(6).tolist() for a, v in labels.items()},
+        "shares": {a: p.round(6).tolist() for a, p in shares.items()},
         "fairness": fairness(labels),
         # the same with the labels written by the run (its labeller): the guide's own view
         "fairness_by_labeller": fairness({k[len("label_"):]: v for k, v in data.items()
@@ -124,7 +125,6 @@ def evaluate(config: EvaluateConfig) -> dict:
         if all(f"label_{a}" in data for t in targets for a in t.attributes) else {},
     }
     if config.num_real > 0:
-        shares = {a: class_shares(v, num_classes[a]) for a, v in labels.items()}
         report["quality"] = quality(features, featurize, targets, config,
                                     size=data["image"].shape[1], evaluator_id=report["evaluator"],
                                     shares=shares)
@@ -176,8 +176,7 @@ def quality(features: np.ndarray, featurize, targets: list[Target], config: Eval
     if targets:
         references["target"] = target_probs(targets)
     if shares:
-        references["matched"] = {a: p / p.sum() for a, p in shares.items()
-                                 if a in synthfaces.ATTRIBUTES}
+        references["matched"] = {a: p for a, p in shares.items() if a in synthfaces.ATTRIBUTES}
     result = {}
     for name, probs in references.items():
         real = real_features(featurize, evaluator_id, probs, config, size)
