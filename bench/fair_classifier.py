@@ -17,6 +17,7 @@ The test set has every (smile, skin) cell equally common. Runs live under --out 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import time
@@ -28,7 +29,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.doc_sections import RESULTS_TITLE, write_section  # noqa: E402
-from dg_jax.generation import GenerateConfig, run  # noqa: E402
+from bench.results import base_config, row_config  # noqa: E402
+from dg_jax.generation import run  # noqa: E402
 from dg_jax.guidance.distribution import GuidanceConfig  # noqa: E402
 from dg_jax.training.fair_classifier import METRICS, FairClassifierConfig, train_fair_classifier  # noqa: E402
 
@@ -43,13 +45,12 @@ LABELS = {"accuracy": "accuracy", "worst_group_accuracy": "worst-group acc.",
 def generated_folder(out: pathlib.Path, method: str, balance: str, a) -> str:
     """Generates (or reuses) one set of faces; returns its folder."""
     name = {"none": "unguided"}.get(method, f"{method}_{a.sensitive}")
-    config = GenerateConfig(
-        out=str(out / "generated" / name), num_images=a.num_generated, batch_size=64,
-        adp=a.adp, shard_size=256, balance=balance, method=method,
-        targets=() if method == "none" else (f"{a.sensitive}=uniform",),
-        guidance=GuidanceConfig(scale=0.0 if method == "none" else a.scale))
-    run(config)
-    return config.out
+    # bench/results.py's row configs, so that its runs' folders can be reused here
+    config = row_config(base_config(a.num_generated, 64, a.adp), method, balance,
+                        (f"{a.sensitive}=uniform",), a.scale)
+    out = str(out / "generated" / name)
+    run(dataclasses.replace(config, out=out))
+    return out
 
 
 def summary(reports: list[dict]) -> dict[str, tuple[float, float]]:

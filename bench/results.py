@@ -101,8 +101,7 @@ def main():
     out = pathlib.Path(a.out)
     skip = set(filter(None, a.skip.split(",")))
     # The sweeps show the batch mechanism itself: each batch balanced on its own.
-    base = GenerateConfig(num_images=a.num_images, batch_size=a.batch_size, adp=a.adp,
-                          sampler=SamplerConfig(), balance="batch", shard_size=256)
+    base = base_config(a.num_images, a.batch_size, a.adp)
     scales = {"sample": a.sample_scale, "image": a.image_scale, "distribution": a.scale,
               "distribution-dataset": a.scale}
     made_by = ("Made by `python -m bench.results " + " ".join(
@@ -130,6 +129,22 @@ def main():
         write_section(a.doc, f"results-{part}", lines + [made_by, ""])
         results_file.write_text(json.dumps(results, indent=2) + "\n")
         print("\n".join(lines), flush=True)
+
+
+def base_config(num_images: int, batch_size: int, adp: str) -> GenerateConfig:
+    """What every run of the bench shares (each batch balanced on its own unless a row says)."""
+    return GenerateConfig(num_images=num_images, batch_size=batch_size, adp=adp,
+                          sampler=SamplerConfig(), balance="batch", shard_size=256)
+
+
+def row_config(base: GenerateConfig, method: str, balance: str, targets, scale: float,
+               weights: tuple[str, ...] = ()) -> GenerateConfig:
+    """One table row's run. An unguided row gets no targets and no guidance settings (they do
+    nothing there), so one unguided folder serves every group and bench/fair_classifier.py."""
+    if method == "none":
+        targets, scale, weights = (), 0.0, ()
+    return dataclasses.replace(base, method=method, targets=tuple(targets), balance=balance,
+                               guidance=GuidanceConfig(scale=scale, target_weights=weights))
 
 
 def weights_for(targets, weights: tuple[str, ...]) -> tuple[str, ...]:
@@ -162,13 +177,8 @@ def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
         for row, scale in rows:
             method, balance = METHODS.get(row, (row, "batch"))
             name = "unguided" if method == "none" else f"{row}_{group}".replace(" ", "")
-            # One unguided run serves every group (and bench/fair_classifier.py): scale 0, no
-            # weights, whatever the group.
             row_weights = () if method == "none" else weights_for(targets, weights)
-            config = dataclasses.replace(
-                base, method=method, targets=() if method == "none" else targets,
-                guidance=GuidanceConfig(scale=scale, target_weights=row_weights),
-                balance=balance)
+            config = row_config(base, method, balance, targets, scale, row_weights)
             report = generate_and_evaluate(out, name, config, targets, num_real)
             results[f"{group}/{row}"] = report
             fair = report["fairness"].values()
