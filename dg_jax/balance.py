@@ -12,16 +12,33 @@ from __future__ import annotations
 import numpy as np
 
 
-def deficit_distribution(counts: np.ndarray, p_ref: np.ndarray, batch: int) -> np.ndarray:
+# No allowed cell's reference falls below this fraction of its p_ref. An unbounded deficit
+# swings to near-0 cells after a few unlucky batches; chi-square weighs a cell by 1 / p_ref, so
+# the push then grows many-fold, overshoots, and the next deficit swings further (a 6-cell joint
+# target at batch 64 ended in a few cells, its images broken). Mild deficits are left as they are.
+MIN_SHARE = 0.5
+
+
+def deficit_distribution(counts: np.ndarray, p_ref: np.ndarray, batch: int,
+                         min_share: float = MIN_SHARE) -> np.ndarray:
     """counts [K] (labels written so far), p_ref [K], batch > 0 images -> distribution [K] for
-    the next batch. Equal to p_ref when the counts are exactly on target."""
+    the next batch. Equal to p_ref when the counts are exactly on target; where the deficit
+    would take a cell below min_share * p_ref, the deficit's departure from p_ref is scaled down
+    (towards p_ref) just enough to keep every cell at that floor."""
     counts = np.asarray(counts, np.float64)
     p_ref = np.asarray(p_ref, np.float64)
     want = np.clip(p_ref * (counts.sum() + batch) - counts, 0.0, None)
     # Forbidden cells (p_ref 0) stay forbidden; all-zero happens only if p_ref itself is.
     want = np.where(p_ref > 0, want, 0.0)
     total = want.sum()
-    return (want / total if total > 0 else p_ref).astype(np.float32)
+    if total == 0:
+        return p_ref.astype(np.float32)
+    deficit = want / total
+    low = deficit < min_share * p_ref  # only cells with p_ref > 0 can be below
+    step = 1.0
+    if low.any():
+        step = np.min((1 - min_share) * p_ref[low] / (p_ref[low] - deficit[low]))
+    return (p_ref + step * (deficit - p_ref)).astype(np.float32)
 
 
 def max_deviation(counts: np.ndarray, p_ref: np.ndarray) -> float:

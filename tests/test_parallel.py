@@ -86,13 +86,22 @@ def test_a_batch_that_does_not_split_evenly_uses_fewer_devices(capsys):
     ([5, 3], [0.5, 0.5], 8, [3 / 8, 5 / 8]),  # pay back the 1-image surplus of class 0
     ([4, 4], [0.5, 0.5], 8, [0.5, 0.5]),  # on target: p_ref itself
     ([0, 0], [0.25, 0.75], 8, [0.25, 0.75]),  # nothing written yet
-    ([30, 10], [0.5, 0.5], 8, [0.0, 1.0]),  # more surplus than a batch can pay back: clipped
+    # more surplus than a batch can pay back: [0, 1], held at half of p_ref for class 0
+    ([30, 10], [0.5, 0.5], 8, [0.25, 0.75]),
     ([3, 0, 1], [0.5, 0.0, 0.5], 4, [0.25, 0.0, 0.75]),  # a forbidden cell stays at 0
+    # deficit [0.5, 0, 0.5] of a uniform p_ref: scaled half-way back, cell 1 at 1/6
+    ([0, 10, 0], [1 / 3, 1 / 3, 1 / 3], 20, [5 / 12, 1 / 6, 5 / 12]),
 ])
 def test_deficit_distribution(counts, p_ref, batch, expected):
     got = deficit_distribution(np.array(counts), np.array(p_ref), batch)
     np.testing.assert_allclose(got, expected, atol=1e-7)
     assert got.dtype == np.float32 and abs(got.sum() - 1) < 1e-6
+
+
+def test_deficit_distribution_unbounded():
+    # min_share 0: the raw deficit, clipped at 0
+    got = deficit_distribution(np.array([30, 10]), np.array([0.5, 0.5]), 8, min_share=0.0)
+    np.testing.assert_allclose(got, [0.0, 1.0])
 
 
 def test_max_deviation():
