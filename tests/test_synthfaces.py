@@ -49,6 +49,17 @@ def test_attributes_change_pixels():
             assert np.abs(changed.astype(int) - ref).sum() > 300, (name, value)
 
 
+def test_render_faces_draws_only_the_nuisance_factors():
+    # generate = labels, then render_faces from the same generator: given the labels, render_faces
+    # reproduces the faces; labels without every attribute are refused.
+    images, labels = synthfaces.generate(20, seed=3)
+    rng = np.random.default_rng(3)
+    synthfaces.sample_labels(20, rng)
+    np.testing.assert_array_equal(synthfaces.render_faces(labels, rng), images)
+    with pytest.raises(ValueError, match="lack attributes"):
+        synthfaces.render_faces({"hair": labels["hair"]}, rng)
+
+
 @pytest.mark.parametrize("probs, message", [
     ({"hair": [0.5, 0.6]}, "sum to 1"),
     ({"hair": [0.5, 0.3, 0.2]}, "shape"),

@@ -90,6 +90,17 @@ def generate(
     """
     rng = np.random.default_rng(seed)
     labels = sample_labels(num, rng, probs)
+    return render_faces(labels, rng, size), labels
+
+
+def render_faces(labels: dict[str, np.ndarray], rng: np.random.Generator, size: int = 32
+                 ) -> np.ndarray:
+    """Faces with the given attributes (name -> int [N], every attribute) and nuisance factors
+    (pose, colours, background) drawn from `rng`: uint8 [N, size, size, 3]."""
+    missing = set(ATTRIBUTES) - set(labels)
+    if missing:
+        raise ValueError(f"labels lack attributes {sorted(missing)}")
+    num = len(labels[next(iter(ATTRIBUTES))])
     style = _sample_style(num, rng)
     images = np.empty((num, size, size, 3), np.uint8)
     for start in range(0, num, _CHUNK):
@@ -97,7 +108,7 @@ def generate(
         images[part] = _render(
             {k: v[part] for k, v in labels.items()}, {k: v[part] for k, v in style.items()}, size
         )
-    return images, labels
+    return images
 
 
 def _sample_style(num: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -127,7 +127,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     if config.num_real > 0:
         report["quality"] = quality(features, featurize, targets, config,
                                     size=data["image"].shape[1], evaluator_id=report["evaluator"],
-                                    shares=shares)
+                                    labels=labels)
 
     out = pathlib.Path(config.out or run_dir / "evaluation")
     out.mkdir(parents=True, exist_ok=True)
@@ -148,7 +148,7 @@ def evaluate(config: EvaluateConfig) -> dict:
     return report
 
 
-# (evaluator, num_real, seed, size, probs) -> features: a process that evaluates many runs
+# (evaluator, num_real, seed, size, what was drawn) -> features: a process that evaluates many runs
 # (bench/results.py) renders and featurizes each real reference set once.
 _REAL_FEATURES: dict[tuple, np.ndarray] = {}
 
@@ -164,23 +164,38 @@ def real_features(featurize, evaluator_id: str, probs: dict, config: EvaluateCon
     return _REAL_FEATURES[key]
 
 
+def matched_features(featurize, evaluator_id: str, labels: dict[str, np.ndarray],
+                     config: EvaluateConfig, size: int) -> np.ndarray:
+    """Evaluator features [num_real, D] of real SynthFaces with the generated images' own
+    attribute combinations: num_real label vectors drawn (with replacement) from `labels`
+    (attribute -> [N], as the evaluator read them), each rendered with fresh nuisance factors."""
+    rng = np.random.default_rng(config.real_seed)
+    labels = {a: np.asarray(labels[a], np.int32) for a in synthfaces.ATTRIBUTES}
+    rows = rng.choice(len(labels["hair"]), config.num_real, replace=True)
+    key = (evaluator_id, config.num_real, config.real_seed, size,
+           np.stack(list(labels.values())).tobytes())
+    if key not in _REAL_FEATURES:
+        real = synthfaces.render_faces({a: v[rows] for a, v in labels.items()}, rng, size)
+        _REAL_FEATURES[key] = featurize(real)[0]
+    return _REAL_FEATURES[key]
+
+
 def quality(features: np.ndarray, featurize, targets: list[Target], config: EvaluateConfig,
-            size: int, evaluator_id: str, shares: dict[str, np.ndarray] | None = None) -> dict:
+            size: int, evaluator_id: str, labels: dict[str, np.ndarray] | None = None) -> dict:
     """KID and FID against real SynthFaces of the training distribution, of the targets' and
-    ("matched") of the attribute shares measured on the generated images (attributes drawn
-    independently). The evaluation network's features see attributes, so the first two also
-    charge a set for its attribute mix; the matched one isolates image quality: a guided set
-    whose off-target attributes drifted (glasses guidance moving smile, say) is compared with
-    real faces of that same mix, while broken images stay far from any real ones."""
-    references = {"training": synthfaces.BIASED_PROBS}
+    ("matched") of the attribute combinations the evaluator reads on the generated images
+    (`labels`). The evaluation network's features see attributes, so the first two also charge a
+    set for its attribute mix; the matched one isolates image quality: a guided set whose
+    off-target attributes drifted (glasses guidance moving smile, say), or whose attributes now
+    go together differently (who wears glasses), is compared with real faces of that same mix,
+    while broken images stay far from any real ones."""
+    references = {"training": real_features(featurize, evaluator_id, synthfaces.BIASED_PROBS,
+                                            config, size)}
     if targets:
-        references["target"] = target_probs(targets)
-    if shares:
-        references["matched"] = {a: p for a, p in shares.items() if a in synthfaces.ATTRIBUTES}
-    result = {}
-    for name, probs in references.items():
-        real = real_features(featurize, evaluator_id, probs, config, size)
-        result[name] = {"kid": kernel_inception_distance(features, real),
-                        "fid": frechet_distance(features, real),
-                        "num_real": config.num_real}
-    return result
+        references["target"] = real_features(featurize, evaluator_id, target_probs(targets),
+                                             config, size)
+    if labels:
+        references["matched"] = matched_features(featurize, evaluator_id, labels, config, size)
+    return {name: {"kid": kernel_inception_distance(features, real),
+                   "fid": frechet_distance(features, real), "num_real": config.num_real}
+            for name, real in references.items()}
