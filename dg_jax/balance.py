@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # No allowed cell's reference falls below this fraction of its p_ref. An unbounded deficit
 # swings to near-0 cells after a few unlucky batches; chi-square weighs a cell by 1 / p_ref, so
 # the push then grows many-fold, overshoots, and the next deficit swings further (a 6-cell joint
