@@ -89,9 +89,9 @@ def main():
     p.add_argument("--image-scale", type=float, default=10.0,
                    help="image-space guidance scale (a 128-image probe on hair: FD 0.077, "
                         "matched KID ~0)")
-    p.add_argument("--image-images", type=int, default=512,
+    p.add_argument("--image-images", type=int, default=256,
                    help="images per image-space row: it takes a UNet backward per step, "
-                        "~0.2 img/s on 2 CPU cores (2,048 images: ~3 h a row)")
+                        "~0.2 img/s on 2 CPU cores (256 images: ~20 min, 2,048: ~3 h a row)")
     p.add_argument("--target-weights", default="hair=2",
                    help="comma list of TARGET=W loss weights for rows with that target (hair "
                         "moves about half as far per push as glasses and skin)")
