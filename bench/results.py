@@ -294,7 +294,7 @@ def scale_sweep(out, base, a, results) -> list[str]:
                {f"{m} guidance": (sweeps[m], fds[m]) for m in sweeps}, "guidance scale")
     sweep_plot(images / "fd_vs_kid.png", None,
                {f"{m} guidance": (kids[m], fds[m]) for m in sweeps},
-               "KID against the matched reference (image quality; lower is better)",
+               "matched KID (image quality, lower is better)",
                log_x=False)
     return lines + ["", "![FD vs guidance scale](images/fd_vs_scale.png) "
                         "![FD vs matched KID](images/fd_vs_kid.png)", ""]
