@@ -112,12 +112,12 @@ def evaluate(config: EvaluateConfig) -> dict:
             class_shares(cell_labels(labels, t.attributes, t.num_classes), len(t.probs)),
             t.array) for t in targets}
 
-    shares = {a: class_shares(v, num_classes[a]) for a, v in labels.items()}
     report = {
         "run_dir": str(run_dir), "num_images": len(data["image"]),
         "evaluator": str(config.evaluator or checkpoints.EMBEDDED_EVALUATOR),
         "targets": [t.to_spec() for t in targets],
-        "shares": {a: p.round(6).tolist() for a, p in shares.items()},
+        "shares": {a: class_shares(v, num_classes[a]).round(6).tolist()
+                   for a, v in labels.items()},
         "fairness": fairness(labels),
         # the same with the labels written by the run (its labeller): the guide's own view
         "fairness_by_labeller": fairness({k[len("label_"):]: v for k, v in data.items()
@@ -156,12 +156,11 @@ _REAL_FEATURES: dict[tuple, np.ndarray] = {}
 def real_features(featurize, evaluator_id: str, probs: dict, config: EvaluateConfig,
                   size: int) -> np.ndarray:
     """Evaluator features [num_real, D] of fresh real SynthFaces drawn with `probs`."""
-    key = (evaluator_id, config.num_real, config.real_seed, size,
-           repr(sorted((str(k), np.asarray(v).round(9).tolist()) for k, v in probs.items())))
-    if key not in _REAL_FEATURES:
-        real, _ = synthfaces.generate(config.num_real, config.real_seed, probs, size=size)
-        _REAL_FEATURES[key] = featurize(real)[0]
-    return _REAL_FEATURES[key]
+    drawn = repr(sorted((str(k), np.asarray(v).round(9).tolist()) for k, v in probs.items()))
+    return _cached_features(featurize, (evaluator_id, config.num_real, config.real_seed, size,
+                                        drawn),
+                            lambda: synthfaces.generate(config.num_real, config.real_seed, probs,
+                                                        size=size)[0])
 
 
 def matched_features(featurize, evaluator_id: str, labels: dict[str, np.ndarray],
@@ -169,14 +168,21 @@ def matched_features(featurize, evaluator_id: str, labels: dict[str, np.ndarray]
     """Evaluator features [num_real, D] of real SynthFaces with the generated images' own
     attribute combinations: num_real label vectors drawn (with replacement) from `labels`
     (attribute -> [N], as the evaluator read them), each rendered with fresh nuisance factors."""
-    rng = np.random.default_rng(config.real_seed)
     labels = {a: np.asarray(labels[a], np.int32) for a in synthfaces.ATTRIBUTES}
-    rows = rng.choice(len(labels["hair"]), config.num_real, replace=True)
-    key = (evaluator_id, config.num_real, config.real_seed, size,
-           np.stack(list(labels.values())).tobytes())
+
+    def render():
+        rng = np.random.default_rng(config.real_seed)
+        rows = rng.choice(len(next(iter(labels.values()))), config.num_real, replace=True)
+        return synthfaces.render_faces({a: v[rows] for a, v in labels.items()}, rng, size)
+
+    return _cached_features(featurize, (evaluator_id, config.num_real, config.real_seed, size,
+                                        np.stack(list(labels.values())).tobytes()), render)
+
+
+def _cached_features(featurize, key: tuple, make_images) -> np.ndarray:
+    """featurize(make_images()) features, computed once per key in this process."""
     if key not in _REAL_FEATURES:
-        real = synthfaces.render_faces({a: v[rows] for a, v in labels.items()}, rng, size)
-        _REAL_FEATURES[key] = featurize(real)[0]
+        _REAL_FEATURES[key] = featurize(make_images())[0]
     return _REAL_FEATURES[key]
 
 
