@@ -9,12 +9,11 @@ parameter must be matched exactly once, as for diffusers models.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import numpy as np
 
-from dg_jax.convert.diffusers import load_converted, read_state_dict
+from dg_jax.convert.diffusers import load_converted, read_config, read_state_dict
 from dg_jax.models.abstract import abstract_model
 from dg_jax.models.clip import CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
 
@@ -25,13 +24,6 @@ _VISION_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_
                   "num_channels", "image_size", "patch_size", "hidden_act", "layer_norm_eps")
 
 
-def _config(folder: pathlib.Path) -> dict:
-    file = folder / "config.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"no CLIP model at {folder} (no config.json)")
-    return json.loads(file.read_text())
-
-
 def _pick(raw: dict, fields: tuple[str, ...], **extra) -> dict:
     return {k: raw[k] for k in fields if raw.get(k) is not None} | extra
 
@@ -39,7 +31,7 @@ def _pick(raw: dict, fields: tuple[str, ...], **extra) -> dict:
 def load_clip_text(folder, dtype: str = "float32") -> CLIPTextModel:
     """A CLIPTextModel / CLIPTextModelWithProjection folder (Stable Diffusion's text_encoder/)."""
     folder = pathlib.Path(folder)
-    raw = _config(folder)
+    raw = read_config(folder, what="CLIP model")
     state = read_state_dict(folder, "model")
     projection = state.get("text_projection.weight")
     config = CLIPTextConfig(**_pick(raw, _TEXT_FIELDS, dtype=dtype, projection_dim=None if
@@ -51,7 +43,7 @@ def load_clip_text(folder, dtype: str = "float32") -> CLIPTextModel:
 def load_clip(folder, dtype: str = "float32") -> CLIPModel:
     """A CLIPModel folder (both towers, projections, logit scale)."""
     folder = pathlib.Path(folder)
-    raw = _config(folder)
+    raw = read_config(folder, what="CLIP model")
     dim = raw.get("projection_dim", 512)
     text = CLIPTextConfig(**_pick(raw.get("text_config", {}), _TEXT_FIELDS, dtype=dtype,
                                   projection_dim=dim))

@@ -236,6 +236,18 @@ def scheduler_from_diffusers(cfg: dict) -> tuple[ScheduleConfig, SamplerConfig, 
     return schedule, sampling, cfg.get("prediction_type", "epsilon")
 
 
+def read_config(folder, class_name: str | None = None, what: str | None = None) -> dict:
+    """folder/config.json; with `class_name`, it must describe that diffusers class
+    (`_class_name`). `what` names the model in the error when config.json is missing."""
+    file = pathlib.Path(folder) / "config.json"
+    if not file.is_file():
+        raise FileNotFoundError(f"no {what or class_name or 'model'} at {folder} (no config.json)")
+    raw = json.loads(file.read_text())
+    if class_name is not None and raw.get("_class_name") != class_name:
+        raise ValueError(f"{folder}: model class {raw.get('_class_name')!r}, expected {class_name}")
+    return raw
+
+
 def read_state_dict(folder, weight_name: str = WEIGHT_NAME) -> dict[str, np.ndarray]:
     """All tensors of `folder`'s weights as float32 numpy arrays: diffusers' files are called
     diffusion_pytorch_model, transformers' (CLIP) model.

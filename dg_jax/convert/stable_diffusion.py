@@ -16,6 +16,7 @@ from dg_jax.convert.diffusers import (
     block_attention,
     check_options,
     load_diffusers_weights,
+    read_config,
     read_state_dict,
     scheduler_from_diffusers,
     shared_unet_fields,
@@ -159,17 +160,6 @@ def load_vae(folder, dtype: str = "float32") -> AutoencoderKL:
     config = vae_config_from_diffusers(read_config(folder, "AutoencoderKL"), dtype)
     model = abstract_model(AutoencoderKL, config)
     return load_diffusers_weights(model, read_state_dict(folder))
-
-
-def read_config(folder, class_name: str) -> dict:
-    """folder/config.json, which must describe a `class_name`."""
-    file = pathlib.Path(folder) / "config.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"no {class_name} at {folder} (no config.json)")
-    raw = json.loads(file.read_text())
-    if raw.get("_class_name") != class_name:
-        raise ValueError(f"{folder}: model class {raw.get('_class_name')!r}, expected {class_name}")
-    return raw
 
 
 def load_stable_diffusion(folder, dtype: str = "float32") -> tuple[StableDiffusion, ModelConfig]:

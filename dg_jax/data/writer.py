@@ -16,11 +16,9 @@ was stopped.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pathlib
-import re
 import tempfile
 
 import jax
@@ -34,7 +32,6 @@ from dg_jax.data.shards import (
 )
 
 PART_PATTERN = "shard-{:05d}-part-{:03d}-of-{:03d}.array_record"
-PART_RE = re.compile(r"shard-(\d{5})-part-(\d{3})-of-(\d{3})\.array_record(\.tmp)?$")
 
 
 def barrier(name: str) -> None:
@@ -91,11 +88,8 @@ class DatasetWriter:
         interrupted run's, possibly made by another number of hosts; they are remade."""
         if self.host != 0:
             return
-        root = epath.Path(self.out)
-        for path in root.glob("shard-*-part-*"):
-            match = PART_RE.match(path.name)
-            if match and (int(match.group(1)) >= self.next_shard or match.group(4)):
-                path.unlink()
+        for path in stray_parts(self.out):
+            epath.Path(path).unlink()
 
     # -- writing ---------------------------------------------------------------------------
     def shard_range(self, shard: int) -> tuple[int, int]:
@@ -143,13 +137,14 @@ class DatasetWriter:
 def dataset_files(out: str | os.PathLike) -> list[str]:
     """The complete part files of a generated data set, in shard order (the manifest's list; for
     grain's ArrayRecordDataSource). A folder without a manifest has none."""
-    manifest = pathlib.Path(out) / "manifest.json"
-    if not manifest.is_file():
+    manifest = epath.Path(out) / "manifest.json"
+    if not manifest.exists():
         return []
-    return [str(pathlib.Path(out) / f) for f in json.loads(manifest.read_text()).get("files", [])]
+    return [str(epath.Path(out) / f) for f in json.loads(manifest.read_text()).get("files", [])]
 
 
 def stray_parts(out: str | os.PathLike) -> list[str]:
-    """Part files on disk that the manifest does not list (left by an interrupted run)."""
+    """Part files (and temporaries) on disk that the manifest does not list: an interrupted
+    run's, possibly made by another number of hosts."""
     listed = set(dataset_files(out))
-    return sorted(f for f in glob.glob(os.path.join(out, "shard-*-part-*")) if f not in listed)
+    return sorted(str(f) for f in epath.Path(out).glob("shard-*-part-*") if str(f) not in listed)
