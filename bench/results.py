@@ -89,9 +89,9 @@ def main():
     p.add_argument("--image-scale", type=float, default=10.0,
                    help="image-space guidance scale (a 128-image probe on hair: FD 0.077, "
                         "matched KID ~0)")
-    p.add_argument("--image-images", type=int, default=256,
+    p.add_argument("--image-images", type=int, default=2048,
                    help="images per image-space row: it takes a UNet backward per step, "
-                        "~0.2 img/s on 2 CPU cores (256 images: ~20 min, 2,048: ~3 h a row)")
+                        "~0.7 img/s on 2 idle CPU cores (2,048 images: ~50 min a row)")
     p.add_argument("--target-weights", default="hair=2",
                    help="comma list of TARGET=W loss weights for rows with that target (hair "
                         "moves about half as far per push as glasses and skin)")
@@ -165,10 +165,11 @@ def weights_for(targets, weights: tuple[str, ...]) -> tuple[str, ...]:
 
 def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
           weights, image_images: int) -> list[str]:
+    fewer = "" if image_images == base.num_images else (
+        f" ({image_images} for image-space guidance, whose UNet backward per step makes it "
+        "~3x slower; FID, unlike KID, is biased upwards at fewer images)")
     lines = ["## Methods", "",
-             f"{base.num_images} images per row ({image_images} for image-space guidance, "
-             "whose UNet backward per step makes it ~10x slower on CPU; FID, unlike KID, is "
-             "biased upwards at fewer images), batch "
+             f"{base.num_images} images per row{fewer}, batch "
              f"{base.batch_size}, 50 DDIM steps (eta 1). "
              "FD, KL and deviation ratio are summed over the row's targets. KID and FID on the "
              "evaluation network's features, against real faces of: the training distribution "
