@@ -49,7 +49,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
     layout. JAX's own transpose rule swaps the kernel's I/O dimensions instead; inside a
     lax.scan or lax.cond (a guided sampling loop) XLA's CPU backend runs that form several
     times slower (stride 1: forward + gradient 2.8x, bench/conv_backward.py), which made an
-    image-space guided step cost 8x an unguided one instead of 3x.
+    image-space guided step cost 8x an unguided one instead of 3x. Being a custom_vjp, it has
+    reverse-mode derivatives only (jax.grad / vjp, not jax.jvp).
     """
     return _conv(x, kernel, stride, ((pad, pad), (pad, pad)))
 
