@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from dg_jax.models.layers import _conv, conv2d
+from dg_jax.models.layers import conv2d
 
 STEPS = 4  # scan length
 
@@ -37,7 +37,8 @@ def main():
     p.add_argument("--channels", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
-    convs = {"jax transpose rule": lambda x, k, s: _conv(x, k, s, ((1, 1), (1, 1))),
+    convs = {"jax transpose rule": lambda x, k, s: jax.lax.conv_general_dilated(
+                 x, k, (s, s), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")),
              "dg_jax conv2d": lambda x, k, s: conv2d(x, k, s, 1)}
     x = jax.random.normal(jax.random.key(0), (a.batch_size, a.size, a.size, a.channels))
     k = 0.05 * jax.random.normal(jax.random.key(1), (3, 3, a.channels, a.channels))
