@@ -10,11 +10,10 @@ kernel laid out HWIO. Both are timed in turns, inside a scan and outside, for st
 """
 
 import argparse
-import time
 
 import jax
-import numpy as np
 
+from bench.timing import median_seconds_in_turns
 from dg_jax.models.layers import conv2d
 
 STEPS = 4  # scan length
@@ -46,24 +45,17 @@ def main():
     for stride in (1, 2):
         for name, conv in convs.items():
             grad = input_gradient(conv, stride)
-            fns[(stride, name, "top level")] = (jax.jit(grad), 1)
-            fns[(stride, name, "in scan")] = (jax.jit(in_scan(grad)), STEPS)
-    times = {key: [] for key in fns}
-    for fn, _ in fns.values():  # compile
-        jax.block_until_ready(fn(x, k))
-    for _ in range(a.rounds):
-        for key, (fn, calls) in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(x, k))
-            times[key].append((time.perf_counter() - start) / calls)
+            fns[(stride, name, "top level")] = jax.jit(grad)
+            fns[(stride, name, "in scan")] = jax.jit(in_scan(grad))
+    seconds = median_seconds_in_turns(fns, lambda r: (x, k), a.rounds)
+    per_call = {key: s / (STEPS if key[2] == "in scan" else 1) for key, s in seconds.items()}
     print(f"x [{a.batch_size}, {a.size}, {a.size}, {a.channels}], 3x3 kernel, forward + input "
           f"gradient, median of {a.rounds} rounds, {jax.devices()[0].platform}")
     print("| stride | gradient | where | ms | ratio to top level |")
     print("|---|---|---|---|---|")
-    for (stride, name, where), ts in times.items():
-        top = np.median(times[(stride, name, "top level")])
-        print(f"| {stride} | {name} | {where} | {1000 * np.median(ts):.1f} | "
-              f"{np.median(ts) / top:.2f} |")
+    for (stride, name, where), t in per_call.items():
+        top = per_call[(stride, name, "top level")]
+        print(f"| {stride} | {name} | {where} | {1000 * t:.1f} | {t / top:.2f} |")
 
 
 if __name__ == "__main__":

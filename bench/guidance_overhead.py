@@ -9,12 +9,12 @@ its weights).
 """
 
 import argparse
-import time
 
 import jax
 import numpy as np
 from flax import nnx
 
+from bench.timing import median_seconds_in_turns
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.generation import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
@@ -55,23 +55,16 @@ def main():
         samplers["image-space"] = make_sampler(unet, model_config, sampler, adp, targets,
                                                guidance, method="image",
                                                classifier=load_classifier())
-    keys = sample_keys(0, np.arange(a.batch_size))
-    for fn in samplers.values():  # compile
-        jax.block_until_ready(fn(keys))
-    times = {name: [] for name in samplers}
-    for r in range(a.rounds):
-        for name, fn in samplers.items():
-            keys = sample_keys(r + 1, np.arange(a.batch_size))
-            start = time.perf_counter()
-            jax.block_until_ready(fn(keys))
-            times[name].append((time.perf_counter() - start) / a.steps)
-    base = np.median(times["unguided"])
+    seconds = median_seconds_in_turns(
+        samplers, lambda r: (sample_keys(r, np.arange(a.batch_size)),), a.rounds)
+    per_step = {name: s / a.steps for name, s in seconds.items()}
+    base = per_step["unguided"]
     print(f"batch {a.batch_size}, {a.steps} steps, {a.rounds} rounds, {jax.device_count()} "
           f"{jax.devices()[0].platform} device(s)")
     print("| sampler | ms per step (median) | ratio to unguided |")
     print("|---|---|---|")
-    for name, ts in times.items():
-        print(f"| {name} | {1000 * np.median(ts):.1f} | {np.median(ts) / base:.3f} |")
+    for name, t in per_step.items():
+        print(f"| {name} | {1000 * t:.1f} | {t / base:.3f} |")
 
 
 if __name__ == "__main__":
