@@ -10,20 +10,25 @@ distribution, images/s. Then FD vs batch size (the batch-normalised scale agains
 multiplier tuned at batch 64, as the original code's) and FD vs guidance scale.
 Runs live under --out and are reused when rerun (generation resumes; the evaluation of a run
 that did not change is reused). Each part (table, batch, scale) rewrites only its own section
-of --doc, so parts can run at different times.
+of --doc, so parts can run at different times. The table keeps the rows of the table it replaces
+that this run does not measure (--groups), since all rows at 2,048 images take longer than a
+working day on CPU; their unguided rows are measured again, and a kept row whose unguided row
+came out different is named as stale.
 """
 
 import argparse
 import dataclasses
 import json
 import pathlib
+import re
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.doc_sections import RESULTS_TITLE, write_section  # noqa: E402
+from bench.doc_sections import RESULTS_TITLE, read_section, write_section  # noqa: E402
+from bench.table_rows import cells, commands, merge_rows, table_rows  # noqa: E402
 from dg_jax import configs  # noqa: E402
 from dg_jax.diffusion.sampler_config import SamplerConfig  # noqa: E402
 from dg_jax.evaluation.evaluate import EvaluateConfig, evaluate  # noqa: E402
@@ -42,18 +47,25 @@ SETTINGS = {  # row group -> targets
 METHODS = {"sample": ("sample", "batch"), "image": ("image", "batch"),
            "distribution": ("distribution", "batch"),
            "distribution-dataset": ("distribution", "dataset")}
+# Table order within a group, by the (method, balance) cells.
+ROW_ORDER = (("none", "-"), ("distribution", "dataset"), ("distribution", "batch"),
+             ("sample", "batch"), ("image", "batch"))
+PROGRAM = "python -m bench.results"
 
 
 def generate_and_evaluate(out: pathlib.Path, name: str, config: GenerateConfig, targets,
                           num_real: int) -> dict:
     config = dataclasses.replace(config, out=str(out / name))
     manifest = run(config)
-    evaluation = EvaluateConfig(run_dir=config.out, targets=tuple(targets), num_real=num_real)
+    # One evaluation folder per target set: the unguided run is evaluated for every row group.
+    evaluated = out / name / ("evaluation_" + re.sub(r"[^a-z0-9]+", "_", "+".join(targets)))
+    evaluation = EvaluateConfig(run_dir=config.out, out=str(evaluated), targets=tuple(targets),
+                                num_real=num_real)
     # An evaluation of these very images with this very config is reused (it takes ~1 min).
-    done_file = out / name / "evaluated.json"
+    done_file = evaluated / "evaluated.json"
     done = {"evaluation": configs.to_dict(evaluation), "manifest": manifest["num_images"],
             "version": 3}  # 3: the "matched" reference has the images' attribute combinations
-    report_file = out / name / "evaluation" / "report.json"
+    report_file = evaluated / "report.json"
     if (done_file.exists() and report_file.exists()
             and json.loads(done_file.read_text()) == done
             and manifest["last_run"]["generated"] == 0):
@@ -113,7 +125,7 @@ def main():
     base = base_config(a.num_images, a.batch_size, a.adp)
     scales = {"sample": a.sample_scale, "image": a.image_scale, "distribution": a.scale,
               "distribution-dataset": a.scale}
-    made_by = ("Made by `python -m bench.results " + " ".join(
+    made_by = (f"Made by `{PROGRAM} " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v not in ("", None))
         + "` (see the script's docstring).")
     write_section(a.doc, "results-intro", [
@@ -129,7 +141,8 @@ def main():
         groups[group] = (methods or a.methods.replace(",", "+")).split("+")
     parts = {"table": lambda: table(out, base, scales, a.num_real, results, groups,
                                     tuple(filter(None, a.target_weights.split(","))),
-                                    a.image_images),
+                                    a.image_images, read_section(a.doc, "results-table"),
+                                    made_by),
              "batch": lambda: batch_sweep(out, base, a, results),
              "scale": lambda: scale_sweep(out, base, a, results)}
     for part, make in parts.items():
@@ -164,7 +177,15 @@ def weights_for(targets, weights: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
-          weights, image_images: int) -> list[str]:
+          weights, image_images: int, previous: list[str], made_by: str) -> list[str]:
+    """The methods table: the rows of `groups` measured now, the other rows of the `previous`
+    section kept (each kept group's unguided row measured again: the same images, evaluated
+    against that group's targets)."""
+    previous_rows = table_rows(previous)
+    for row in previous_rows:
+        group = cells(row)[0]
+        if group in SETTINGS and group not in groups:
+            groups = {**groups, group: []}
     fewer = "" if image_images == base.num_images else (
         f" ({image_images} for image-space guidance, whose UNet backward per step makes it "
         "~3x slower; FID, unlike KID, is biased upwards at fewer images)")
@@ -185,38 +206,63 @@ def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
              "| targets | method | balance | scale (weights) | images | FD | KL | dev. ratio | "
              "KID train | KID aim | FID aim | KID matched | KID ratio aim | KID ratio matched | "
              "img/s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    unguided = {}
+    measured = []
     for group, methods in groups.items():
-        targets = SETTINGS[group]
-        rows = [("none", 0.0)] + [(m, scales[m]) for m in methods]
-        for row, scale in rows:
-            method, balance = METHODS.get(row, (row, "batch"))
-            name = "unguided" if method == "none" else f"{row}_{group}".replace(" ", "")
-            row_weights = () if method == "none" else weights_for(targets, weights)
-            config = row_config(base, method, balance, targets, scale, row_weights)
-            if method == "image":
-                config = dataclasses.replace(config, num_images=image_images)
-            report = generate_and_evaluate(out, name, config, targets, num_real)
-            results[f"{group}/{row}"] = report
-            fair = report["fairness"].values()
-            quality = report["quality"]
-            aim = quality["training" if method == "none" else "target"]
-            if method == "none":
-                unguided = report
-            ratio = aim["kid"] / unguided["quality"]["training"]["kid"]
-            matched_ratio = quality["matched"]["kid"] / unguided["quality"]["matched"]["kid"]
-            speed = report["images_per_second"]
-            strength = "-" if method == "none" else f"{scale:g}" + (
-                f" ({', '.join(row_weights)})" if row_weights else "")
-            lines.append(
-                f"| {group} | {method} | {'-' if method == 'none' else balance} | {strength} | "
-                f"{report['num_images']} | "
-                f"{sum(m['fd'] for m in fair):.3f} | {sum(m['kl'] for m in fair):.3f} | "
-                f"{max(m['deviation_ratio'] for m in fair):.3f} | "
-                f"{quality['training']['kid']:.4f} | {aim['kid']:.4f} | {aim['fid']:.2f} | "
-                f"{quality['matched']['kid']:.4f} | {ratio:.2f} | {matched_ratio:.2f} | "
-                f"{speed if speed is not None else '-'} |")
+        measured += group_rows(out, base, scales, num_real, results, group, methods, weights,
+                               image_images)
+    group_order = list(SETTINGS)
+    rows, kept = merge_rows(previous_rows, measured, 3, lambda key: (
+        group_order.index(key[0]) if key[0] in group_order else len(group_order),
+        ROW_ORDER.index(key[1:]) if key[1:] in ROW_ORDER else len(ROW_ORDER)))
+    lines += rows + [""]
+    if kept:
+        # A kept row's KID ratios divide by its group's unguided KID as it was then.
+        before = {tuple(cells(r)[:3]): cells(r)[:-1] for r in previous_rows}
+        now = {tuple(cells(r)[:3]): cells(r)[:-1] for r in measured}
+        changed = {k[0] for k in now if k[1] == "none" and before.get(k, now[k]) != now[k]}
+        stale = [" / ".join(cells(r)[:3]) for r in kept if cells(r)[0] in changed]
+        earlier = [c for c in commands(previous, PROGRAM) if c not in commands([made_by], PROGRAM)]
+        lines += ["Rows this command did not measure are kept from the table before, made by "
+                  + "; ".join(f"`{c}`" for c in earlier) + "."] if earlier else []
+        if stale:
+            lines.append("Stale (their unguided row changed since): " + ", ".join(stale) + ".")
+            print("bench.results: stale kept rows: " + ", ".join(stale), flush=True)
     return lines + [""]
+
+
+def group_rows(out, base, scales, num_real, results, group: str, methods: list[str], weights,
+               image_images: int) -> list[str]:
+    """One row group's table rows: unguided, then each of `methods`."""
+    targets = SETTINGS[group]
+    lines, unguided = [], {}
+    for row, scale in [("none", 0.0)] + [(m, scales[m]) for m in methods]:
+        method, balance = METHODS.get(row, (row, "batch"))
+        name = "unguided" if method == "none" else f"{row}_{group}".replace(" ", "")
+        row_weights = () if method == "none" else weights_for(targets, weights)
+        config = row_config(base, method, balance, targets, scale, row_weights)
+        if method == "image":
+            config = dataclasses.replace(config, num_images=image_images)
+        report = generate_and_evaluate(out, name, config, targets, num_real)
+        results[f"{group}/{row}"] = report
+        fair = report["fairness"].values()
+        quality = report["quality"]
+        aim = quality["training" if method == "none" else "target"]
+        if method == "none":
+            unguided = report
+        ratio = aim["kid"] / unguided["quality"]["training"]["kid"]
+        matched_ratio = quality["matched"]["kid"] / unguided["quality"]["matched"]["kid"]
+        speed = report["images_per_second"]
+        strength = "-" if method == "none" else f"{scale:g}" + (
+            f" ({', '.join(row_weights)})" if row_weights else "")
+        lines.append(
+            f"| {group} | {method} | {'-' if method == 'none' else balance} | {strength} | "
+            f"{report['num_images']} | "
+            f"{sum(m['fd'] for m in fair):.3f} | {sum(m['kl'] for m in fair):.3f} | "
+            f"{max(m['deviation_ratio'] for m in fair):.3f} | "
+            f"{quality['training']['kid']:.4f} | {aim['kid']:.4f} | {aim['fid']:.2f} | "
+            f"{quality['matched']['kid']:.4f} | {ratio:.2f} | {matched_ratio:.2f} | "
+            f"{speed if speed is not None else '-'} |")
+    return lines
 
 
 def sweep_plot(path, xs, series: dict, xlabel: str, log_x: bool = True) -> None:
