@@ -223,11 +223,11 @@ def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
         stale = [" / ".join(cells(r)[:3]) for r in kept if cells(r)[0] in changed]
         earlier = [c for c in commands(previous, PROGRAM) if c not in commands([made_by], PROGRAM)]
         lines += ["Rows this command did not measure are kept from the table before, made by "
-                  + "; ".join(f"`{c}`" for c in earlier) + "."] if earlier else []
+                  + "; ".join(f"`{c}`" for c in earlier) + ".", ""] if earlier else []
         if stale:
-            lines.append("Stale (their unguided row changed since): " + ", ".join(stale) + ".")
+            lines += ["Stale (their unguided row changed since): " + ", ".join(stale) + ".", ""]
             print("bench.results: stale kept rows: " + ", ".join(stale), flush=True)
-    return lines + [""]
+    return lines
 
 
 def group_rows(out, base, scales, num_real, results, group: str, methods: list[str], weights,
