@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.doc_sections import RESULTS_TITLE, read_section, write_section  # noqa: E402
-from bench.table_rows import cells, commands, merge_rows, table_rows  # noqa: E402
+from bench.table_rows import cells, commands, merge_rows, row_key, table_rows  # noqa: E402
 from dg_jax import configs  # noqa: E402
 from dg_jax.diffusion.sampler_config import SamplerConfig  # noqa: E402
 from dg_jax.evaluation.evaluate import EvaluateConfig, evaluate  # noqa: E402
@@ -217,11 +217,12 @@ def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
     lines += rows + [""]
     if kept:
         # A kept row's KID ratios divide by its group's unguided KID as it was then.
-        before = {tuple(cells(r)[:3]): cells(r)[:-1] for r in previous_rows}
-        now = {tuple(cells(r)[:3]): cells(r)[:-1] for r in measured}
+        before = {row_key(r, 3): cells(r)[:-1] for r in previous_rows}
+        now = {row_key(r, 3): cells(r)[:-1] for r in measured}
         changed = {k[0] for k in now if k[1] == "none" and before.get(k, now[k]) != now[k]}
-        stale = [" / ".join(cells(r)[:3]) for r in kept if cells(r)[0] in changed]
-        earlier = [c for c in commands(previous, PROGRAM) if c not in commands([made_by], PROGRAM)]
+        stale = [" / ".join(row_key(r, 3)) for r in kept if cells(r)[0] in changed]
+        current = commands([made_by], PROGRAM)
+        earlier = [c for c in commands(previous, PROGRAM) if c not in current]
         lines += ["Rows this command did not measure are kept from the table before, made by "
                   + "; ".join(f"`{c}`" for c in earlier) + ".", ""] if earlier else []
         if stale:

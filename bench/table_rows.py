@@ -18,6 +18,11 @@ def cells(row: str) -> list[str]:
     return [c.strip() for c in row.strip().strip("|").split("|")]
 
 
+def row_key(row: str, key_cells: int) -> Key:
+    """A row's identity: its first `key_cells` cells."""
+    return tuple(cells(row)[:key_cells])
+
+
 def table_rows(lines: Iterable[str]) -> list[str]:
     """The body rows of the first Markdown table in `lines` (header and separator left out)."""
     rows, seen_separator = [], False
@@ -37,16 +42,13 @@ def merge_rows(previous: Iterable[str], measured: Iterable[str], key_cells: int,
                order: Callable[[Key], tuple]) -> tuple[list[str], list[str]]:
     """All rows of `measured`, plus the rows of `previous` whose key none of them has, sorted by
     `order(key)`. Returns (rows, kept): kept are the rows taken from `previous`."""
-    def key(row: str) -> Key:
-        return tuple(cells(row)[:key_cells])
-
-    merged = {key(r): r for r in previous}
+    merged = {row_key(r, key_cells): r for r in previous}
     kept = dict(merged)
     for row in measured:
-        merged[key(row)] = row
-        kept.pop(key(row), None)
-    rows = sorted(merged.values(), key=lambda r: order(key(r)))
-    return rows, [r for r in rows if key(r) in kept]
+        merged[row_key(row, key_cells)] = row
+        kept.pop(row_key(row, key_cells), None)
+    rows = sorted(merged.values(), key=lambda r: order(row_key(r, key_cells)))
+    return rows, [r for r in rows if row_key(r, key_cells) in kept]
 
 
 def commands(lines: Iterable[str], program: str) -> list[str]:
