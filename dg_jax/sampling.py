@@ -119,7 +119,9 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
     device's own.
     trace["p_hat"]: target name -> batch distribution (global) before each step's update [S, K]
     (guided only); trace["h"]: h at every step, [S, B, h, w, c] float16 (before guidance), if
-    record_h. Fields of `config` left None take the model's sampling defaults.
+    record_h; trace["h_change"]: each sample's relative change of h by guidance,
+    ||h' - h|| / ||h|| [S, B] (distribution guidance). Fields of `config` left None take the
+    model's sampling defaults.
     text, vae: a text-conditional latent model (Stable Diffusion): classifier-free guidance and
     per-prompt-group batch distributions (`TextConditioning`); the UNet samples latents, `vae`
     decodes them (without `vae` the sampler returns the latents).
@@ -177,9 +179,9 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
             if b % group:
                 raise ValueError(f"batch {b} is not a whole number of groups of {group}")
             grouped = h.reshape(b // group, group, *h.shape[1:])
-            h, p_hat = jax.vmap(lambda hg: guide_h(hg, predict, targets, guidance, scale,
-                                                   None, refs))(grouped)
-            return h.reshape(b, *h.shape[2:]), p_hat
+            h, p_hat, change = jax.vmap(lambda hg: guide_h(hg, predict, targets, guidance,
+                                                           scale, None, refs))(grouped)
+            return h.reshape(b, *h.shape[2:]), p_hat, change.reshape(b)
 
         def h_guided_fn(x, t, i):
             def edit(h):
@@ -191,10 +193,10 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
                         return predictor(h, jnp.full(h.shape[0], t[0]), i)
 
                     if group is not None:
-                        h, trace["p_hat"] = guide_groups(h, predict, scale)
+                        h, trace["p_hat"], trace["h_change"] = guide_groups(h, predict, scale)
                     elif method == "distribution":
-                        h, trace["p_hat"] = guide_h(h, predict, targets, guidance, scale,
-                                                    guide_axis, refs)
+                        h, trace["p_hat"], trace["h_change"] = guide_h(
+                            h, predict, targets, guidance, scale, guide_axis, refs)
                     else:
                         h, trace["p_hat"] = guide_h_per_sample(h, predict, targets, cells,
                                                                guidance, scale)
@@ -249,6 +251,8 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
         trace_specs = {}
         if guided:  # per-group p_hat [S, G, K]: each device reports its own groups
             trace_specs["p_hat"] = P() if group is None else P(None, DATA_AXIS)
+            if method == "distribution":
+                trace_specs["h_change"] = P(None, DATA_AXIS)
         if record_h:
             trace_specs["h"] = P(None, DATA_AXIS)
         sample = jax.shard_map(sample, mesh=mesh,

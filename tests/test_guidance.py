@@ -15,7 +15,8 @@ from dg_jax.guidance.distribution import (
     guide_h,
     step_scale,
 )
-from dg_jax.guidance.targets import check_disjoint, make_target, parse_target
+from dg_jax.guidance.posterior import target_posteriors
+from dg_jax.guidance.targets import check_disjoint, make_target, parse_target, preserved_targets
 from dg_jax.models.adp import ADP, ADPConfig
 
 NUM_CLASSES = {"hair": 2, "glasses": 2, "skin": 3}
@@ -108,7 +109,7 @@ def test_guided_update_moves_the_batch_toward_the_target():
 
     before = loss(h)
     for _ in range(20):
-        h, p_hats = guide_h(h, predict, targets, config, scale=jnp.float32(0.05))
+        h, p_hats, _ = guide_h(h, predict, targets, config, scale=jnp.float32(0.05))
         assert all(np.all(np.isfinite(p)) for p in p_hats.values())
     assert loss(h) < 0.5 * before
 
@@ -119,8 +120,8 @@ def test_scale_carries_over_between_batch_sizes():
     targets = [parse_target("hair=0.5,0.5", NUM_CLASSES)]
     config = GuidanceConfig(temperature=2.0)
     h = jax.random.normal(jax.random.key(2), (4, 2, 2, 3))
-    small, _ = guide_h(h, predict, targets, config, jnp.float32(0.1))
-    big, _ = guide_h(jnp.tile(h, (16, 1, 1, 1)), predict, targets, config, jnp.float32(0.1))
+    small, _, _ = guide_h(h, predict, targets, config, jnp.float32(0.1))
+    big, _, _ = guide_h(jnp.tile(h, (16, 1, 1, 1)), predict, targets, config, jnp.float32(0.1))
     np.testing.assert_allclose(big[:4], small, rtol=1e-4, atol=1e-6)
     assert np.abs(np.asarray(small - h)).max() > 1e-3
 
@@ -131,13 +132,13 @@ def test_target_weight_scales_that_targets_push():
     predict = linear_predictor()
     targets = [parse_target("hair=0.5,0.5", NUM_CLASSES)]
     h = jax.random.normal(jax.random.key(3), (8, 2, 2, 3))
-    plain, _ = guide_h(h, predict, targets, GuidanceConfig(temperature=2.0), jnp.float32(0.1))
-    weighted, _ = guide_h(h, predict, targets,
+    plain, _, _ = guide_h(h, predict, targets, GuidanceConfig(temperature=2.0), jnp.float32(0.1))
+    weighted, _, _ = guide_h(h, predict, targets,
                           GuidanceConfig(temperature=2.0, target_weights=("hair=3",)),
                           jnp.float32(0.1))
     np.testing.assert_allclose(weighted - h, 3 * (plain - h), rtol=1e-3, atol=1e-6)
     refs = {"hair": jnp.array([0.5, 0.5])}
-    same, _ = guide_h(h, predict, targets, GuidanceConfig(temperature=2.0), jnp.float32(0.1),
+    same, _, _ = guide_h(h, predict, targets, GuidanceConfig(temperature=2.0), jnp.float32(0.1),
                       refs=refs)
     np.testing.assert_array_equal(same, plain)
     with pytest.raises(ValueError, match="bad target weight"):
@@ -171,3 +172,100 @@ def test_adp_kinds_share_one_interface_and_jit(kind):
         other = run(state, h, jnp.array([0, 0, 0]), jnp.int32(2))
         assert np.abs(np.asarray(other["hair"] - out["hair"])).max() > 1e-4
     assert ADPConfig.from_dict(configs.to_dict(config)) == config
+
+
+@pytest.mark.parametrize("specs", [["hair=0,1"], ["hair=1,0", "glasses=0.3,0.7", "skin=0,0,1"]])
+def test_bounded_update_moves_h_by_at_most_the_bound(specs):
+    """One-hot and three targets at once, at a scale far past the bound: every sample's step is
+    at most max_step * ||h_i||, and the reported change is that step."""
+    classes = (("hair", 2), ("glasses", 2), ("skin", 3))
+    w = jax.random.normal(jax.random.key(4), (12, 7))
+
+    def predict(h):
+        logits = h.reshape(h.shape[0], -1) @ w
+        return {"hair": logits[:, :2], "glasses": logits[:, 2:4], "skin": logits[:, 4:]}
+
+    targets = [parse_target(s, dict(classes)) for s in specs]
+    h = jax.random.normal(jax.random.key(5), (32, 2, 2, 3))
+    norms = np.linalg.norm(np.asarray(h).reshape(32, -1), axis=1)
+    for bound in (0.25, 1.0):
+        config = GuidanceConfig(max_step=bound)
+        new, _, change = guide_h(h, predict, targets, config, jnp.float32(1e6))
+        moved = np.linalg.norm(np.asarray(new - h).reshape(32, -1), axis=1)
+        assert np.all(moved <= bound * norms * (1 + 1e-5))
+        np.testing.assert_allclose(change, moved / norms, rtol=1e-4)
+        assert moved.max() > 0.9 * bound * norms.max()  # the bound binds at this scale
+    unbounded, _, change = guide_h(h, predict, targets, GuidanceConfig(max_step=None),
+                                   jnp.float32(1e6))
+    assert np.asarray(change).min() > 10  # what the bound prevents
+
+
+def test_calibrated_p_hat_is_the_adps_own_estimate_with_the_tempered_gradient():
+    """tau squeezes softmax(logits / tau) towards uniform; the calibrated p_hat is the mean of
+    softmax(logits), and its gradient is the tempered softmax's."""
+    logits = {"hair": jnp.array([[4.0, -4.0], [3.0, -3.0], [-5.0, 5.0]])}
+    calibrated = class_probabilities(logits, 8.0, calibrated=True)["hair"]
+    np.testing.assert_allclose(calibrated, jax.nn.softmax(logits["hair"]), atol=1e-6)
+    grad = jax.grad(lambda v: class_probabilities({"hair": v}, 8.0, True)["hair"][:, 0].sum())
+    tempered = jax.grad(lambda v: jax.nn.softmax(v / 8.0)[:, 0].sum())
+    np.testing.assert_allclose(grad(logits["hair"]), tempered(logits["hair"]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("field", ["scale", "temperature", "max_step"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_guidance_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"guidance {field} must be finite"):
+        GuidanceConfig(**{field: value})
+    with pytest.raises(ValueError, match="bad target weight"):
+        GuidanceConfig(target_weights=(f"hair={value}",))
+
+
+def test_preserve_holds_an_attribute_that_guidance_would_drag_along():
+    """Guiding hair through a predictor whose skin logits share hair's direction drags skin;
+    holding skin at its own starting shares (a preserved target) keeps it within a few points."""
+    rng = np.random.RandomState(6)
+    w = rng.randn(12, 5).astype(np.float32)
+    w[:, 2] += 2 * w[:, 1]  # skin class 0 rises with hair class 1
+    w = jnp.asarray(w)
+
+    def predict(h):
+        logits = h.reshape(h.shape[0], -1) @ w
+        return {"hair": logits[:, :2], "skin": logits[:, 2:]}
+
+    h0 = jax.random.normal(jax.random.key(7), (256, 2, 2, 3))
+    start = np.asarray(jax.nn.softmax(predict(h0)["skin"]).mean(0))
+    hair = [parse_target("hair=0.1,0.9", NUM_CLASSES)]
+    held = preserved_targets(["skin"], {"skin": start.tolist()}, NUM_CLASSES, hair)
+
+    def skin_after(targets):
+        h = h0
+        for _ in range(30):
+            h, _, _ = guide_h(h, predict, targets, GuidanceConfig(temperature=2.0, loss="l2"),
+                              jnp.float32(0.3))
+        return np.asarray(jax.nn.softmax(predict(h)["skin"]).mean(0))
+
+    dragged, kept = skin_after(hair), skin_after(hair + held)
+    assert np.abs(dragged - start).max() > 0.1
+    assert np.abs(kept - start).max() < 0.03
+    with pytest.raises(UserError, match="both a target and preserved"):
+        preserved_targets(["hair"], {"hair": [0.5, 0.5]}, NUM_CLASSES, hair)
+    with pytest.raises(UserError, match="records no unguided shares"):
+        preserved_targets(["glasses"], {}, NUM_CLASSES, hair)
+
+
+def test_target_posteriors_meet_the_target_and_keep_what_already_fits():
+    rng = np.random.RandomState(8)
+    cells = jax.nn.softmax(jnp.asarray(2 * rng.randn(64, 3), jnp.float32))
+    for ref in ([0.2, 0.3, 0.5], [0.0, 0.0, 1.0], [0.5, 0.5, 0.0]):
+        pi = target_posteriors(cells, jnp.asarray(ref))
+        np.testing.assert_allclose(pi.mean(0), ref, atol=1e-3)
+        np.testing.assert_allclose(pi.sum(-1), 1.0, atol=1e-5)
+        assert np.all(np.asarray(pi)[:, np.asarray(ref) == 0] == 0)
+    # a target the batch already meets: every sample keeps its own prediction (no push)
+    np.testing.assert_allclose(target_posteriors(cells, cells.mean(0)), cells, atol=1e-4)
+    # re-weighting keeps each sample's order of preference among the allowed classes
+    pi = np.asarray(target_posteriors(cells, jnp.asarray([0.6, 0.2, 0.2])))
+    ratio = pi / np.asarray(cells)
+    per_class = ratio / ratio[:, :1]  # v_k / v_0, the same for every sample
+    np.testing.assert_allclose(per_class, np.broadcast_to(per_class[:1], per_class.shape),
+                               rtol=1e-3)

@@ -12,12 +12,14 @@ works at batch 16 and at batch 4096 (the original code's scale had to be retuned
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from dg_jax.guidance.losses import LOSSES
+from dg_jax.guidance.posterior import posterior_loss
 from dg_jax.guidance.targets import Target
 
 # h [B, ...] -> attribute -> logits [B, K]
@@ -27,10 +29,11 @@ Predictor = Callable[[jax.Array], dict[str, jax.Array]]
 @dataclasses.dataclass(frozen=True)
 class GuidanceConfig:
     loss: str = "chi_square"  # chi_square | kl | l2
-    # Per-sample step size (batch-size independent, see the module doc). The default suits the
-    # embedded SynthFaces model and its ADP (docs/GUIDANCE.md); for another model or ADP, sweep it
-    # (bench/results.py, FD vs guidance scale): it depends on the scale of h and the ADP's slopes.
-    scale: float = 3000.0
+    # Per-sample step size (batch-size independent, see the module doc), bounded by max_step.
+    # The default suits the embedded SynthFaces model and its ADP (docs/GUIDANCE.md: 3,000 left
+    # glasses and smile short of 0.3/0.7 and uniform targets, 30,000 overshot smile); for another
+    # model or ADP, sweep it: it depends on the scale of h and the ADP's slopes.
+    scale: float = 10000.0
     temperature: float = 8.0  # tau: logits / tau before the softmax (original code: 8)
     start_step: int = 1  # guide loop steps start_step <= i < end_step (original: all but the first)
     end_step: int | None = None  # None: to the last step
@@ -38,22 +41,43 @@ class GuidanceConfig:
     # "target=w": that target's loss counts w times (default 1). Attributes differ in how far a
     # push on h moves the image (on the embedded model hair needs about twice glasses' scale).
     target_weights: tuple[str, ...] = ()
+    # Trust region: each sample's update per step is at most max_step * ||h_i|| (None: unbounded,
+    # the original code). Without it a strong or one-hot target throws h far outside what the
+    # decoder has seen, and the images turn into blobs or noise (docs/GUIDANCE.md).
+    max_step: float | None = 1.0
+    # p_hat from the ADP's own probabilities softmax(logits) (its estimate of the batch's shares),
+    # the gradient's direction from softmax(logits / tau). False: both from softmax(logits / tau),
+    # as the original code; tau then also squeezes p_hat towards uniform, so a 0.3/0.7 or one-hot
+    # target is met in p_hat while the images' shares are elsewhere.
+    calibrated: bool = True
+    # batch: every sample gets the batch loss's push (the paper); posterior: each sample is
+    # pushed towards its own prediction re-weighted so that the batch meets the target
+    # (guidance/posterior.py): samples that already fit are left alone.
+    push: str = "posterior"
 
     def __post_init__(self):
         for spec in self.target_weights:
             name, _, value = spec.rpartition("=")
             try:
-                ok = bool(name) and float(value) >= 0
+                ok = bool(name) and math.isfinite(float(value)) and float(value) >= 0
             except ValueError:
                 ok = False
             if not ok:
                 raise ValueError(f"bad target weight {spec!r}; use TARGET=WEIGHT, e.g. hair=2")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown guidance loss {self.loss!r}; use {sorted(LOSSES)}")
+        if self.push not in ("batch", "posterior"):
+            raise ValueError(f"unknown guidance push {self.push!r}; use batch or posterior")
         if self.schedule not in ("beta_power", "constant"):
             raise ValueError(f"unknown guidance schedule {self.schedule!r}")
+        for name in ("scale", "temperature", "max_step"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"guidance {name} must be finite, got {value}")
         if self.temperature <= 0 or self.scale < 0:
             raise ValueError("guidance temperature must be > 0 and scale >= 0")
+        if self.max_step is not None and self.max_step <= 0:
+            raise ValueError(f"guidance max_step must be > 0 (or None), got {self.max_step}")
 
 
 def target_weights(config: GuidanceConfig) -> dict[str, float]:
@@ -62,10 +86,20 @@ def target_weights(config: GuidanceConfig) -> dict[str, float]:
             for spec in config.target_weights}
 
 
-def class_probabilities(logits: dict[str, jax.Array], temperature: float) -> dict[str, jax.Array]:
-    """attribute -> softmax(logits / tau), each [B, K]."""
-    return {a: jax.nn.softmax(v.astype(jnp.float32) / temperature, axis=-1)
-            for a, v in logits.items()}
+def class_probabilities(logits: dict[str, jax.Array], temperature: float,
+                        calibrated: bool = False) -> dict[str, jax.Array]:
+    """attribute -> softmax(logits / tau), each [B, K]. calibrated: the values are
+    softmax(logits) and only the gradient is softmax(logits / tau)'s (a straight-through
+    estimate: the shares the ADP believes in, with the tempered softmax's gradient, which does
+    not vanish for confident samples)."""
+    out = {}
+    for a, v in logits.items():
+        soft = jax.nn.softmax(v.astype(jnp.float32) / temperature, axis=-1)
+        if calibrated:
+            sharp = jax.lax.stop_gradient(jax.nn.softmax(v.astype(jnp.float32), axis=-1))
+            soft = sharp + soft - jax.lax.stop_gradient(soft)
+        out[a] = soft
+    return out
 
 
 def cell_probabilities(probs: dict[str, jax.Array], attributes: Sequence[str]) -> jax.Array:
@@ -88,6 +122,10 @@ def batch_distribution(probs: dict[str, jax.Array], target: Target,
 # target name -> the distribution [prod K] a batch is pushed towards, when it is not the target's
 # own p_ref: dataset-level balance (dg_jax/balance.py) steers each batch to the remaining deficit.
 References = dict[str, jax.Array]
+
+
+def default_refs(targets: Sequence[Target]) -> References:
+    return {t.name: jnp.asarray(t.array, jnp.float32) for t in targets}
 
 
 def distribution_loss(probs: dict[str, jax.Array], targets: Sequence[Target], loss: str,
@@ -116,20 +154,42 @@ def step_scale(config: GuidanceConfig, step: jax.Array, beta_t: jax.Array,
     return jnp.where(active, config.scale * shape, 0.0)
 
 
+def bounded_step(h: jax.Array, step: jax.Array, max_step: float | None
+                 ) -> tuple[jax.Array, jax.Array]:
+    """Each sample's step scaled down to at most max_step * ||h_i|| (a per-sample trust region).
+    h, step: [B, ...] -> (step [B, ...], ||step_i|| / ||h_i|| [B] after the bound)."""
+    axes = tuple(range(1, h.ndim))
+    h_norm = jnp.sqrt(jnp.sum(jnp.square(h.astype(jnp.float32)), axis=axes))
+    step_norm = jnp.sqrt(jnp.sum(jnp.square(step), axis=axes))
+    if max_step is not None:
+        factor = jnp.minimum(1.0, max_step * h_norm / jnp.maximum(step_norm, 1e-30))
+        step = step * factor.reshape(-1, *([1] * len(axes)))
+        step_norm = step_norm * factor
+    return step, step_norm / jnp.maximum(h_norm, 1e-30)
+
+
 def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config: GuidanceConfig,
             scale: jax.Array, axis_name: str | None = None, refs: References | None = None
-            ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """One distribution-guidance update of h: [B, ...] -> (h' [B, ...], p_hat before the update).
+            ) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
+    """One distribution-guidance update of h: [B, ...] -> (h' [B, ...], p_hat before the update,
+    relative change ||h'_i - h_i|| / ||h_i|| [B]).
 
     `scale` is s_t (from `step_scale`). With `axis_name` (inside shard_map) p_hat is the global
-    batch's and N the global batch size. `refs` replaces the targets' p_ref.
+    batch's and N the global batch size. `refs` replaces the targets' p_ref. Each sample's step
+    is bounded by config.max_step (`bounded_step`).
     """
     n = h.shape[0] * (jax.lax.psum(1, axis_name) if axis_name else 1)
 
     def loss_of_h(h):
-        probs = class_probabilities(predict(h), config.temperature)
-        return distribution_loss(probs, targets, config.loss, axis_name, refs,
-                                 target_weights(config))
+        probs = class_probabilities(predict(h), config.temperature, config.calibrated)
+        loss, p_hats = distribution_loss(probs, targets, config.loss, axis_name, refs,
+                                         target_weights(config))
+        if config.push == "posterior":
+            cells = {t.name: cell_probabilities(probs, t.attributes) for t in targets}
+            loss = posterior_loss(cells, targets, refs or default_refs(targets),
+                                  target_weights(config), n, axis_name)
+        return loss, p_hats
 
     grad, p_hats = jax.grad(loss_of_h, has_aux=True)(h.astype(jnp.float32))
-    return (h - (scale * n * grad).astype(h.dtype)), p_hats
+    step, change = bounded_step(h, scale * n * grad, config.max_step)
+    return h - step.astype(h.dtype), p_hats, change

@@ -90,3 +90,21 @@ def check_disjoint(targets: list[Target]) -> None:
             if a in seen:
                 raise UserError(f"attribute {a!r} appears in targets {seen[a]} and {t.name}")
             seen[a] = t.name
+
+
+def preserved_targets(attributes, shares: dict[str, list[float]], num_classes: dict[str, int],
+                      targets: list[Target]) -> list[Target]:
+    """Targets that hold `attributes` at `shares` (the unguided model's own, as an ADP bundle
+    records them): guiding one attribute otherwise drags the others along."""
+    taken = {a for t in targets for a in t.attributes}
+    out = []
+    for a in attributes:
+        if a in taken:
+            raise UserError(f"attribute {a!r} is both a target and preserved; preserve only "
+                            "attributes that are not targets")
+        if a not in shares:
+            raise UserError(f"cannot preserve {a!r}: the ADP bundle records no unguided shares "
+                            f"for it (recorded: {sorted(shares) or 'none'}); give it as a "
+                            f"--target {a}=... instead")
+        out.append(make_target([a], shares[a], num_classes))
+    return out
