@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import pathlib
+import sys
 import time
 
 import jax
@@ -29,8 +30,9 @@ from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
+from dg_jax.guard import GuardConfig, QualityGuard, broken_counts, h_change_summary
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
-from dg_jax.guidance.targets import Target, check_disjoint, parse_target
+from dg_jax.guidance.targets import Target, check_disjoint, parse_target, preserved_targets
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.loading import load_adp, load_unet
 from dg_jax.parallel import (
@@ -67,6 +69,10 @@ class GenerateConfig:
     balance: str = "dataset"
     distribution_scope: str = "global"  # p_hat over the global batch, or each device's own
     text: TextToImageConfig = TextToImageConfig()  # a Stable Diffusion --model
+    guard: GuardConfig = GuardConfig()  # broken images and unreachable targets: stop or warn
+    # attributes held at the unguided model's shares (the ADP bundle's label_shares) as extra
+    # targets, so that guiding one attribute does not drag the others along
+    preserve: tuple[str, ...] = ()
 
     def validate(self) -> None:
         for name in ("num_images", "batch_size", "shard_size"):
@@ -76,6 +82,9 @@ class GenerateConfig:
             raise UserError(f"unknown --method {self.method!r}; use {' or '.join(GUIDANCE_METHODS)}")
         if self.method == "none" and self.targets:
             raise UserError("--target needs a guidance --method (e.g. distribution)")
+        if self.preserve and self.method not in ("distribution", "sample"):
+            raise UserError("--preserve holds attributes through the ADP: it needs --method "
+                            "distribution (or sample)")
         if self.method != "none" and not self.targets:
             raise UserError(f"--method {self.method} needs at least one --target")
         if self.method in ("distribution", "sample") and not self.adp and self.model:
@@ -102,29 +111,65 @@ GUIDANCE_METHODS = ("none", *SAMPLER_GUIDANCE_METHODS)
 
 
 def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
-                  ) -> tuple[object, list[Target]]:
-    """(ADP, validated targets) for a guided run, or (None, []) for an unguided one; image
-    guidance needs no ADP (its targets are checked against the classifier's attributes). Whether
-    the ADP fits the UNet is checked by `make_sampler`."""
+                  ) -> tuple[object, list[Target], dict]:
+    """(ADP, validated targets, the model's unguided statistics as the ADP bundle records them)
+    for a guided run, or (None, [], {}) for an unguided one; image guidance needs no ADP (its
+    targets are checked against the classifier's attributes). Whether the ADP fits the UNet is
+    checked by `make_sampler`."""
     if config.method == "none":
-        return None, []
-    adp = None
+        return None, [], {}
+    adp, report = None, {}
     if config.method == "image":
         num_classes = classifier.num_classes
     else:
         path = config.adp or checkpoints.EMBEDDED_ADP  # validate(): empty only for the embedded UNet
         try:
             adp = load_adp(path)
+            report = checkpoints.read_bundle_config(path).get("report", {})
         except (ValueError, ImportError) as e:
             raise UserError(f"cannot load ADP {path}: {e}") from None
         num_classes = adp.config.num_classes
     targets = [parse_target(spec, num_classes) for spec in config.targets]
     check_disjoint(targets)
+    unguided = unguided_statistics(report)
+    targets += preserved_targets(config.preserve, unguided.get("label_shares", {}),
+                                 num_classes, targets)
+    for line in weak_attribute_warnings(report, targets):
+        print(f"warning: {line}", file=sys.stderr)
     unknown = sorted(set(target_weights(config.guidance)) - {t.name for t in targets})
     if unknown:
         raise UserError(f"--target-weight for {', '.join(unknown)}, which is not a target "
                         f"(targets: {', '.join(t.name for t in targets)})")
-    return adp, targets
+    return adp, targets, unguided
+
+
+def unguided_statistics(report: dict) -> dict:
+    """What an ADP bundle's report knows of its model's unguided output: "label_shares"
+    (attribute -> shares) and "sharpness" (median image sharpness, `guard.image_health`), as
+    `train.record_unguided` measures them; an ADP trained on the model's own samples gives its
+    training labels' shares."""
+    unguided = dict(report.get("unguided", {}))
+    if "label_shares" not in unguided and report.get("source") == "generate":
+        unguided["label_shares"] = report.get("label_shares", {})
+    return unguided
+
+
+# An attribute the ADP reads below this held-out accuracy at its best step is steered weakly
+# and noisily (smile on the embedded model: 0.80 at best, against 0.94-0.99 for the others).
+WEAK_ADP_ACCURACY = 0.85
+
+
+def weak_attribute_warnings(report: dict, targets: list[Target]) -> list[str]:
+    """One line per targeted attribute that the ADP bundle's held-out accuracy calls weak."""
+    accuracy = report.get("heldout_accuracy", {})
+    lines = []
+    for a in dict.fromkeys(a for t in targets for a in t.attributes):
+        per_step = accuracy.get(a)
+        if per_step and max(per_step) < WEAK_ADP_ACCURACY:
+            lines.append(f"the ADP reads {a} poorly (held-out accuracy {max(per_step):.2f} at "
+                         f"its best step, {np.mean(per_step):.2f} over all): guidance on {a} "
+                         "is weak and noisy; a better ADP for it (more h samples) helps")
+    return lines
 
 
 def sample_keys(seed: int, indices: np.ndarray) -> jax.Array:
@@ -156,18 +201,24 @@ def load_model(config):
     return unet, model_config, config
 
 
-def make_batch_labeller(classifier: AttributeClassifier, targets: list[Target], mesh: Mesh):
+def make_batch_labeller(classifier: AttributeClassifier | None, targets: list[Target],
+                        mesh: Mesh, guard: GuardConfig, reference_sharpness: float | None = None):
     """Returns a jitted (images [G, H, W, 3] in [-1, 1], valid bool [G]) -> (uint8 images [G],
-    attribute -> probabilities [G, K], counts) for a batch split over `mesh`. counts (the same on
-    every host; padding rows left out): attribute -> [K] and target name -> [prod K] cell counts
-    of the argmax labels."""
-    graphdef, state = nnx.split(classifier)
-    state = replicate(state, mesh)
+    attribute -> probabilities [G, K], counts, broken) for a batch split over `mesh`. counts (the
+    same on every host; padding rows left out): attribute -> [K] and target name -> [prod K] cell
+    counts of the argmax labels; broken: the guard's counts of broken images by cause. Without a
+    classifier probs and counts are empty and only the images' own statistics are checked."""
+    graphdef, state = nnx.split(classifier) if classifier is not None else (None, None)
+    state = replicate(state, mesh) if state is not None else None
     rows, everywhere = NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P())
 
-    @functools.partial(jax.jit, out_shardings=(rows, rows, everywhere))
+    @functools.partial(jax.jit, out_shardings=(rows, rows, everywhere, everywhere))
     def label(state, images, valid):
+        broken_images = functools.partial(broken_counts, images, valid=valid, config=guard,
+                                          reference_sharpness=reference_sharpness)
         images = to_uint8(images)
+        if classifier is None:
+            return images, {}, {}, broken_images(None)
         logits = nnx.merge(graphdef, state)(to_model_range(images))
         probs = {n: jax.nn.softmax(v.astype(jnp.float32), axis=-1) for n, v in logits.items()}
         labels = {n: jnp.argmax(v, axis=-1) for n, v in logits.items()}
@@ -181,7 +232,7 @@ def make_batch_labeller(classifier: AttributeClassifier, targets: list[Target], 
             cells = jnp.ravel_multi_index(tuple(labels[a] for a in t.attributes),
                                           t.num_classes, mode="clip")
             counts[t.name] = count(cells, len(t.probs))
-        return images, probs, counts
+        return images, probs, counts, broken_images(probs)
 
     return lambda images, valid: label(state, images, valid)
 
@@ -195,7 +246,7 @@ def run(config: GenerateConfig) -> dict:
     sd, unet = split_model(unet, config.text)
     # The labeller; image guidance steers with it too. None for a real model without one.
     classifier = load_labeller(config.text, config.classifier, sd is not None)
-    adp, targets = load_guidance(config, classifier)
+    adp, targets, unguided = load_guidance(config, classifier)
     if config.balance == "dataset" and targets and classifier is None:
         raise UserError("--balance dataset counts the labels of written images: it needs a "
                         "--classifier (or use --balance batch)")
@@ -220,15 +271,21 @@ def run(config: GenerateConfig) -> dict:
                               vae=sd.vae if sd is not None else None)
     except ValueError as e:  # an ADP for another UNet or for other timesteps
         raise UserError(str(e)) from None
-    label = make_batch_labeller(classifier, targets, mesh) if classifier is not None else None
+    label = make_batch_labeller(classifier, targets, mesh, config.guard,
+                                unguided.get("sharpness"))
+    summarise_h = jax.jit(h_change_summary, out_shardings=NamedSharding(mesh, P()))
     wanted = configs.to_recorded_dict(config, later_fields=("text",))
-    wanted.pop("png")  # writing PNGs as well does not change the data set
+    # Neither writing PNGs as well nor how broken images are handled changes the images, so
+    # a rerun may change them (e.g. --on-degenerate warn after a stop).
+    wanted.pop("png")
+    wanted.pop("guard")
     writer = DatasetWriter(config.out, wanted, config.num_images, config.shard_size)
     out = pathlib.Path(config.out)
     if config.png:
         (out / "png").mkdir(exist_ok=True)
     progress = writer.progress or {}
     counts = {k: np.asarray(v, np.int64) for k, v in progress.get("counts", {}).items()}
+    guard = QualityGuard(config.guard, progress.get("quality"), guided=bool(targets))
     batch = config.batch_size
     lo_row, hi_row = local_row_range(mesh, batch)
     keys_of = jax.jit(functools.partial(sample_keys, config.seed),
@@ -243,13 +300,18 @@ def run(config: GenerateConfig) -> dict:
             refs = replicate({t.name: deficit_distribution(
                 counts.get(t.name, np.zeros(len(t.probs))), t.array, int(valid.sum()))
                 for t in targets}, mesh)
-        images, _ = sample(keys_of(global_batch(mesh, index)), refs, context, uncond)
-        if label is None:
-            images, probs = to_uint8(images), {}
-        else:
-            images, probs, batch_counts = label(images, global_batch(mesh, valid))
-            for k, v in jax.device_get(batch_counts).items():
-                counts[k] = counts.get(k, 0) + np.asarray(v, np.int64)
+        images, trace = sample(keys_of(global_batch(mesh, index)), refs, context, uncond)
+        valid_rows = global_batch(mesh, valid)
+        n = int(valid.sum())
+        if "h_change" in trace:
+            guard.add_h_change(jax.device_get(summarise_h(trace["h_change"], valid_rows)), n)
+        images, probs, batch_counts, broken = label(images, valid_rows)
+        # Stops here (on_degenerate "stop") before anything of the batch is kept or counted.
+        problem = guard.check_batch(jax.device_get(broken), n, start)
+        if problem:
+            bar.write(f"warning: {problem}")
+        for k, v in jax.device_get(batch_counts).items():
+            counts[k] = counts.get(k, 0) + np.asarray(v, np.int64)
         images = local_rows(images)
         probs = {n: local_rows(v) for n, v in probs.items()}
         records = []
@@ -270,20 +332,25 @@ def run(config: GenerateConfig) -> dict:
     bar = tqdm(total=config.num_images, initial=done, unit="img", dynamic_ncols=True,
                desc=f"generate (host {writer.host}/{writer.hosts})")
     start_time, made = time.time(), 0
-    for shard in range(first, writer.num_shards):
-        lo, hi = writer.shard_range(shard)
-        if writer.hosts > 1:
-            bar.write(f"host {writer.host}: shard {shard} (images {lo}..{hi - 1})")
-        records = []
-        for start in range(lo, hi, batch):
-            records.extend(generate_batch(start, hi))
-            made += min(batch, hi - start)
-            bar.update(min(batch, hi - start))
-            if counts:
-                bar.set_postfix_str(achieved_text(counts, targets, classifier), refresh=False)
-        writer.write_part(shard, records)
-        writer.commit(shard, summarise(counts, targets, writer.shard_range(shard)[1]))
-    bar.close()
+    try:  # closed before an error is printed, so that the error is the last line
+        for shard in range(first, writer.num_shards):
+            lo, hi = writer.shard_range(shard)
+            if writer.hosts > 1:
+                bar.write(f"host {writer.host}: shard {shard} (images {lo}..{hi - 1})")
+            records = []
+            for start in range(lo, hi, batch):
+                records.extend(generate_batch(start, hi))
+                made += min(batch, hi - start)
+                bar.update(min(batch, hi - start))
+                problem = guard.check_shares(counts, targets, start + min(batch, hi - start))
+                if problem:
+                    bar.write(f"warning: {problem}")
+                bar.set_postfix_str(status_text(counts, targets, classifier, guard), refresh=False)
+            writer.write_part(shard, records)
+            writer.commit(shard, {**summarise(counts, targets, writer.shard_range(shard)[1]),
+                                  "quality": guard.summary()})
+    finally:
+        bar.close()
     elapsed = time.time() - start_time
     manifest = writer.record_run({"generated": made, "seconds": round(elapsed, 2),
                                   "images_per_second": round(made / elapsed, 3) if made else None})
@@ -302,13 +369,19 @@ def summarise(counts: dict[str, np.ndarray], targets: list[Target], num_images: 
                               for t in targets if t.name in counts}}
 
 
-def achieved_text(counts: dict[str, np.ndarray], targets: list[Target], classifier) -> str:
-    """Progress-bar text: the shares so far of each target (or of every labelled attribute)."""
-    names = [t.name for t in targets] or list(classifier.num_classes)
+def status_text(counts: dict[str, np.ndarray], targets: list[Target], classifier,
+                guard: QualityGuard) -> str:
+    """Progress-bar text: the shares so far of each target (or of every labelled attribute),
+    the broken images and the largest relative change of h in one step."""
+    names = [t.name for t in targets] or (list(classifier.num_classes) if classifier else [])
     parts = []
     for n in names:
         c = counts[n]
         parts.append(f"{n} " + "/".join(f"{100 * v / max(c.sum(), 1):.0f}" for v in c))
+    summary = guard.summary()
+    parts.append(f"broken {100 * summary['broken_fraction']:.0f}%")
+    if guard.h_change["images"]:
+        parts.append(f"dh/h {summary['h_change']['step_max']:.2f}")
     return " ".join(parts)
 
 

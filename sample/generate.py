@@ -22,6 +22,7 @@ import jax
 from dg_jax.errors import UserError
 from dg_jax.flags import add_sampler_flags, add_text_flags, sampler_from_flags, text_from_flags
 from dg_jax.generation import GUIDANCE_METHODS, GenerateConfig, run
+from dg_jax.guard import GuardConfig
 from dg_jax.guidance.distribution import GuidanceConfig
 
 
@@ -64,6 +65,23 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     g.add_argument("--guidance-end", type=int, help="guide steps before this one (default: all)")
     g.add_argument("--guidance-schedule", default=GuidanceConfig.schedule,
                    choices=["beta_power", "constant"])
+    g.add_argument("--max-h-step", type=float, default=GuidanceConfig.max_step,
+                   help="trust region: each sample's change of h per step is at most this "
+                        "fraction of ||h|| (default %(default)s); 0 or inf: unbounded")
+    g.add_argument("--guidance-push", default=GuidanceConfig.push, choices=["posterior", "batch"],
+                   help="posterior (default): each sample towards its own prediction re-weighted "
+                        "so that the batch meets the target; batch: every sample by the batch "
+                        "loss's gradient (the paper)")
+    g.add_argument("--calibrated", action=argparse.BooleanOptionalAction,
+                   default=GuidanceConfig.calibrated,
+                   help="p_hat from the ADP's softmax(logits), the gradient from softmax(logits "
+                        "/ tau) (default); --no-calibrated: both tempered (the original code)")
+    g.add_argument("--preserve", default="",
+                   help="comma-separated attributes to hold at the unguided model's own shares "
+                        "(as the ADP bundle records them), e.g. smile,skin")
+    g.add_argument("--on-degenerate", default=GuardConfig.on_degenerate, choices=["stop", "warn"],
+                   help="broken images (noise, blank, unreadable) or a target out of reach: stop "
+                        "before writing them (default) or write them and count them")
     g.add_argument("--balance", default="dataset", choices=["dataset", "batch"],
                    help="dataset (default): steer each batch to what the images written so far "
                         "lack, so the whole data set meets the target; batch: each batch to the "
@@ -83,10 +101,13 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     a = p.parse_args(argv)
     sampler = sampler_from_flags(a)
     try:
+        max_step = a.max_h_step if a.max_h_step not in (0.0, float("inf")) else None
         guidance = GuidanceConfig(loss=a.guidance_loss, scale=a.guidance_scale,
                                   temperature=a.temperature, start_step=a.guidance_start,
                                   end_step=a.guidance_end, schedule=a.guidance_schedule,
-                                  target_weights=tuple(a.target_weight))
+                                  target_weights=tuple(a.target_weight), max_step=max_step,
+                                  calibrated=a.calibrated, push=a.guidance_push)
+        guard = GuardConfig(on_degenerate=a.on_degenerate)
     except ValueError as e:
         raise UserError(str(e)) from None
     return GenerateConfig(out=a.out, num_images=a.num_images, seed=a.seed,
@@ -94,7 +115,9 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
                           classifier=a.classifier, sampler=sampler, method=a.method,
                           targets=tuple(a.target + a.joint), adp=a.adp, guidance=guidance,
                           png=a.png, balance=a.balance,
-                          distribution_scope=a.distribution_scope, text=text_from_flags(a)), a
+                          distribution_scope=a.distribution_scope, text=text_from_flags(a),
+                          guard=guard,
+                          preserve=tuple(x.strip() for x in a.preserve.split(",") if x.strip())), a
 
 
 def join_hosts(a) -> None:

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import signal
 import subprocess
@@ -15,8 +16,9 @@ from dg_jax import checkpoints
 from dg_jax.data import generated, shards
 from dg_jax.data.writer import PART_PATTERN, DatasetWriter, dataset_files
 from dg_jax.diffusion.sampler_config import SamplerConfig
-from dg_jax.errors import ConfigMismatchError
-from dg_jax.generation import GenerateConfig, run
+from dg_jax.errors import ConfigMismatchError, UserError
+from dg_jax.generation import GenerateConfig, load_guidance, run
+from dg_jax.guard import GuardConfig
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.unet import UNet
 from sample import generate as cli
@@ -37,7 +39,9 @@ def bundles(tmp_path_factory):
 def config(bundles, out, **kw):
     base = dict(out=str(out), num_images=10, seed=7, batch_size=4, shard_size=6,
                 model=str(bundles / "unet"), classifier=str(bundles / "clf"),
-                sampler=SamplerConfig(num_steps=3))
+                sampler=SamplerConfig(num_steps=3),
+                # a random UNet makes noise, which the quality guard would stop
+                guard=GuardConfig(on_degenerate="warn"))
     return GenerateConfig(**{**base, **kw})
 
 
@@ -150,7 +154,8 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_data_set(bundles, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(kill_resume.command(out, [
         "--model", str(bundles / "unet"), "--classifier", str(bundles / "clf"), "--seed", "7",
-        "--num-images", "40", "--batch-size", "4", "--shard-size", "4", "--steps", "3"]),
+        "--num-images", "40", "--batch-size", "4", "--shard-size", "4", "--steps", "3",
+        "--on-degenerate", "warn"]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (out / "manifest.json").exists() and proc.poll() is None:
         time.sleep(0.005)
@@ -186,3 +191,47 @@ def test_text_to_image_options_are_recorded_only_when_used():
     assert "text" not in configs.to_recorded_dict(GenerateConfig(), ("text",))
     used = GenerateConfig(text=TextToImageConfig(prompts=("a doctor",)))
     assert configs.to_recorded_dict(used, ("text",))["text"]["prompts"] == ["a doctor"]
+
+
+def test_guard_stops_an_unbounded_huge_push_and_writes_nothing(tmp_path, capsys):
+    """Without the trust region a huge scale breaks the images: the run stops with one line
+    naming the cause, exit 2, nothing written; with the default bound the same push is safe."""
+    args = ["--num-images", "4", "--batch-size", "4", "--steps", "4", "--method",
+            "distribution", "--target", "hair=0,1", "--guidance-scale", "1e9"]
+    out = tmp_path / "broken"
+    assert cli.main(["--out", str(out), *args, "--max-h-step", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: 4 of 4 images from index 0 are broken (") and "guidance" in err
+    assert not list(out.glob("shard-*")) and not (out / "manifest.json").exists()
+    assert cli.main(["--out", str(tmp_path / "bounded"), *args]) == 0
+    manifest = json.loads((tmp_path / "bounded" / "manifest.json").read_text())
+    assert manifest["quality"]["broken"] == dict.fromkeys(manifest["quality"]["broken"], 0)
+    assert manifest["quality"]["h_change"]["step_max"] <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--guidance-scale", "nan"], "guidance scale must be finite"),
+    (["--temperature", "inf"], "guidance temperature must be finite"),
+    (["--max-h-step", "nan"], "guidance max_step must be finite"),
+    (["--target-weight", "hair=nan"], "bad target weight"),
+])
+def test_non_finite_guidance_flags_are_refused_up_front(tmp_path, capsys, flags, message):
+    out = tmp_path / "x"
+    assert cli.main(["--out", str(out), "--method", "distribution", "--target", "hair=0.5,0.5",
+                     *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_preserve_adds_the_unguided_shares_and_weak_attributes_are_named(capsys):
+    config = GenerateConfig(method="distribution", targets=("smile=0.5,0.5",),
+                            preserve=("hair", "skin"))
+    _, targets, unguided = load_guidance(config, None)
+    recorded = unguided["label_shares"]
+    assert [t.name for t in targets] == ["smile", "hair", "skin"]
+    np.testing.assert_allclose(targets[1].array, recorded["hair"], atol=1e-6)
+    assert "the ADP reads smile poorly" in capsys.readouterr().err
+    with pytest.raises(UserError, match="both a target and preserved"):
+        load_guidance(dataclasses.replace(config, preserve=("smile",)), None)
+    with pytest.raises(UserError, match="--preserve holds attributes through the ADP"):
+        dataclasses.replace(config, method="none", targets=()).validate()

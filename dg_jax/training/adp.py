@@ -134,6 +134,11 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
     report = {"attributes": dict(attributes), "timesteps": list(timesteps),
               "train_samples": len(train_idx), "heldout_samples": len(held_idx),
               "source": run.get("source"),
+              # the labels' shares: with h from the model's own samples ("generate"), the
+              # unguided model's shares, which `--preserve` holds attributes at
+              "label_shares": {a: np.round(np.bincount(all_labels[a], minlength=k)
+                                           / len(all_labels[a]), 6).tolist()
+                               for a, k in attributes},
               "heldout_accuracy": heldout_accuracy(graphdef, params, source, held_idx, names,
                                                    ts)}
     if config.export:

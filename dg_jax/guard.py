@@ -1,0 +1,184 @@
+"""Quality guard: finds broken output while a run goes, before it is written.
+
+A guidance push that is too strong for the model does not fail: it makes images (noise, blank or
+black frames, washed-out blobs) that a labeller still labels. The guard checks each batch on
+cheap image statistics and the labeller's confidence, and each target's running shares, and
+names what went wrong; the generator then stops before writing the batch (`on_degenerate="stop"`,
+the default) or writes it and records the count (`"warn"`).
+
+The thresholds sit far outside what real SynthFaces and the embedded model's unguided and guided
+samples show, and inside what broken guidance made (docs/GUIDANCE.md, "Quality guard"): a face
+has smooth regions, so neighbouring pixels differ by a small fraction of the image's contrast;
+noise has them differ by about the contrast itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dg_jax.errors import UserError
+
+
+class DegenerateOutputError(UserError):
+    """A batch came out broken, or a target is out of reach; nothing of it was written."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardConfig:
+    on_degenerate: str = "stop"  # stop | warn
+    # A batch is broken when more than this fraction of its images is.
+    max_broken_fraction: float = 0.1
+    # An image is broken when its pixel standard deviation (images in [-1, 1]) is below
+    # min_contrast (blank, black); when its mean absolute difference between neighbouring pixels
+    # over that deviation is above max_roughness (noise); when that difference (its edges) is
+    # below min_sharpness times the unguided model's median (washed-out blobs; only where the
+    # ADP bundle records the model's unguided statistics); or when the labeller's mean top
+    # probability over the attributes is below min_confidence (shapes it cannot read).
+    min_contrast: float = 0.02
+    max_roughness: float = 0.5
+    min_sharpness: float = 0.5
+    min_confidence: float = 0.55
+    # A target whose running shares are still farther than this (largest |share - p_ref|) after
+    # min_images images is out of reach.
+    max_unmet: float = 0.15
+    min_images: int = 256
+
+    def __post_init__(self):
+        if self.on_degenerate not in ("stop", "warn"):
+            raise ValueError(f"unknown on_degenerate {self.on_degenerate!r}; use stop or warn")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"guard {f.name} must be finite and >= 0, got {value}")
+
+
+def image_health(images: jax.Array) -> dict[str, jax.Array]:
+    """images [B, H, W, C] in [-1, 1] -> per image: contrast (pixel std) [B], sharpness (mean
+    |neighbour difference|) [B], roughness (sharpness / contrast) [B], finite [B] bool."""
+    x = jnp.asarray(images, jnp.float32)
+    finite = jnp.all(jnp.isfinite(x), axis=(1, 2, 3))
+    x = jnp.where(jnp.isfinite(x), x, 0.0)
+    contrast = x.std(axis=(1, 2, 3))
+    dy = jnp.abs(jnp.diff(x, axis=1)).mean(axis=(1, 2, 3))
+    dx = jnp.abs(jnp.diff(x, axis=2)).mean(axis=(1, 2, 3))
+    sharpness = 0.5 * (dx + dy)
+    return {"contrast": contrast, "sharpness": sharpness,
+            "roughness": sharpness / jnp.maximum(contrast, 1e-6), "finite": finite}
+
+
+def confidence(probs: dict[str, jax.Array]) -> jax.Array:
+    """attribute -> labeller probabilities [B, K]  ->  mean top probability per image [B]."""
+    return jnp.mean(jnp.stack([p.max(axis=-1) for p in probs.values()]), axis=0)
+
+
+CAUSES = ("non-finite", "blank", "noise", "washed-out", "unreadable")
+
+
+def broken_counts(images: jax.Array, probs: dict[str, jax.Array] | None, valid: jax.Array,
+                  config: GuardConfig, reference_sharpness: float | None = None
+                  ) -> dict[str, jax.Array]:
+    """cause -> number of broken images among the valid rows (an image counts under its first
+    cause only). images [B, H, W, C] in [-1, 1], probs: the labeller's (None: not labelled),
+    valid [B] bool, reference_sharpness: the unguided model's median sharpness (None: no
+    washed-out check)."""
+    health = image_health(images)
+    never = jnp.zeros_like(health["finite"])
+    causes = {"non-finite": ~health["finite"],
+              "blank": health["contrast"] < config.min_contrast,
+              "noise": health["roughness"] > config.max_roughness,
+              "washed-out": never if reference_sharpness is None
+              else health["sharpness"] < config.min_sharpness * reference_sharpness,
+              "unreadable": confidence(probs) < config.min_confidence if probs else never}
+    seen, counts = ~valid, {}
+    for name in CAUSES:
+        hit = causes[name] & ~seen
+        counts[name] = jnp.sum(hit.astype(jnp.int32))
+        seen = seen | hit
+    return counts
+
+
+def h_change_summary(change: jax.Array, valid: jax.Array) -> dict[str, jax.Array]:
+    """change [S, B] (||h' - h|| / ||h|| per step and sample), valid [B] -> the largest change in
+    one step, and the mean and largest total over the steps."""
+    total = jnp.where(valid, change.sum(axis=0), 0.0)
+    return {"step_max": jnp.max(jnp.where(valid[None], change, 0.0)),
+            "total_sum": jnp.sum(total), "total_max": jnp.max(total)}
+
+
+class QualityGuard:
+    """Keeps the run's counts of checked and broken images; `check_batch` and `check_shares`
+    return a one-line problem (or None) and, with on_degenerate "stop", raise it."""
+
+    def __init__(self, config: GuardConfig, previous: dict | None = None, guided: bool = True):
+        self.config, self.guided = config, guided
+        previous = previous or {}
+        self.checked = int(previous.get("checked", 0))
+        self.broken = {c: int(previous.get("broken", {}).get(c, 0)) for c in CAUSES}
+        self.h_change = {"step_max": 0.0, "total_max": 0.0, "total_sum": 0.0, "images": 0,
+                         **previous.get("h_change_raw", {})}
+        self.warned: set[str] = set()
+
+    def summary(self) -> dict:
+        """The manifest's "quality" entry."""
+        h = self.h_change
+        return {"checked": self.checked, "broken": dict(self.broken),
+                "broken_fraction": round(sum(self.broken.values()) / max(self.checked, 1), 6),
+                "h_change": {"step_max": round(h["step_max"], 4),
+                             "total_max": round(h["total_max"], 4),
+                             "total_mean": round(h["total_sum"] / max(h["images"], 1), 4)},
+                "h_change_raw": dict(h)}
+
+    def _report(self, problem: str) -> str:
+        if self.config.on_degenerate == "stop":
+            raise DegenerateOutputError(problem)
+        return problem
+
+    def add_h_change(self, summary: dict[str, float], n: int) -> None:
+        """Adds one batch's `h_change_summary` (n valid images)."""
+        h = self.h_change
+        h["step_max"] = max(h["step_max"], float(summary["step_max"]))
+        h["total_max"] = max(h["total_max"], float(summary["total_max"]))
+        h["total_sum"] += float(summary["total_sum"])
+        h["images"] += n
+
+    def check_batch(self, counts: dict[str, int], n: int, first_index: int) -> str | None:
+        """One batch's `broken_counts` over its n valid images (from index first_index)."""
+        self.checked += n
+        counts = {c: int(counts[c]) for c in CAUSES}
+        for c, k in counts.items():
+            self.broken[c] += k
+        bad = sum(counts.values())
+        if bad <= self.config.max_broken_fraction * n:
+            return None
+        named = ", ".join(f"{k} {c}" for c, k in counts.items() if k)
+        advice = ("guidance pushed h too far for this model. Try a milder target, a smaller "
+                  "--guidance-scale or --max-h-step" if self.guided else
+                  "the model's own samples look broken: check the checkpoint and the sampler "
+                  "settings")
+        return self._report(f"{bad} of {n} images from index {first_index} are broken "
+                            f"({named}): {advice}, or --on-degenerate warn to write them anyway")
+
+    def check_shares(self, counts: dict[str, np.ndarray], targets, num_images: int
+                     ) -> str | None:
+        """Targets still far from p_ref after min_images images are out of reach."""
+        if num_images < self.config.min_images:
+            return None
+        for t in targets:
+            c = np.asarray(counts.get(t.name, ()), np.float64)
+            if c.sum() == 0 or t.name in self.warned:
+                continue
+            share = c / c.sum()
+            if np.abs(share - t.array).max() > self.config.max_unmet:
+                self.warned.add(t.name)
+                got = "/".join(f"{100 * v:.0f}" for v in share)
+                asked = "/".join(f"{100 * v:.0f}" for v in t.array)
+                return self._report(
+                    f"target {t.name} is out of reach: after {num_images} images its shares are "
+                    f"{got} % (asked {asked} %); the ADP cannot steer this attribute that far "
+                    "(try a milder target, --target-weight, or --on-degenerate warn)")
+        return None

@@ -1,0 +1,69 @@
+"""The model's unguided output, measured once and recorded in its ADP bundle.
+
+    record_unguided(RecordUnguidedConfig(adp="runs/adp/bundle", out="runs/unguided"))
+
+Two things a guided run compares itself with: the unguided label shares (`--preserve` holds
+untargeted attributes there) and the unguided images' median sharpness (the quality guard's
+washed-out check, `dg_jax.guard`). Both go into the bundle's config.json as report["unguided"].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import jax
+import numpy as np
+
+from dg_jax import checkpoints
+from dg_jax.data.generated import read_generated
+from dg_jax.data.images import to_model_range
+from dg_jax.errors import UserError
+from dg_jax.generation import GenerateConfig, run
+from dg_jax.guard import image_health
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordUnguidedConfig:
+    adp: str = ""  # the ADP bundle to record into (its report["unguided"] is replaced)
+    out: str = "runs/unguided"  # where the unguided images are generated (reused when rerun)
+    model: str = ""  # empty: the embedded model
+    classifier: str = ""  # the labeller; empty: the embedded SynthFaces classifier
+    num_images: int = 1024
+    seed: int = 0
+    batch_size: int = 64
+
+
+def unguided_statistics_of(images: np.ndarray, labels: dict[str, np.ndarray],
+                           num_classes: dict[str, int]) -> dict:
+    """images uint8 [N, H, W, 3], labels attribute -> [N] -> {"num_images", "label_shares",
+    "sharpness"}."""
+    health = image_health(to_model_range(images))
+    return {"num_images": len(images),
+            "label_shares": {a: np.round(np.bincount(labels[a], minlength=num_classes[a])
+                                         / len(images), 6).tolist() for a in num_classes},
+            "sharpness": round(float(np.median(jax.device_get(health["sharpness"]))), 6)}
+
+
+def record_unguided(config: RecordUnguidedConfig) -> dict:
+    """Generates (or reuses) the unguided images, measures them and writes report["unguided"]
+    into the ADP bundle; returns what was written."""
+    if not config.adp:
+        raise UserError("--adp: the ADP bundle to record the unguided statistics into")
+    meta = checkpoints.read_bundle_config(config.adp)
+    num_classes = dict((n, k) for n, k in meta["config"]["attributes"])
+    run(GenerateConfig(out=config.out, num_images=config.num_images, seed=config.seed,
+                       batch_size=config.batch_size, model=config.model,
+                       classifier=config.classifier))
+    data = read_generated(config.out)
+    labels = {a: data[f"label_{a}"] for a in num_classes if f"label_{a}" in data}
+    if len(labels) != len(num_classes):
+        raise UserError(f"the labeller does not label every ADP attribute "
+                         f"({sorted(num_classes)}); it labels {sorted(labels)}")
+    stats = unguided_statistics_of(data["image"], labels, num_classes)
+    meta.setdefault("report", {})["unguided"] = {**stats, "seed": config.seed,
+                                                 "model": config.model or "embedded"}
+    path = pathlib.Path(config.adp) / "config.json"
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    return stats

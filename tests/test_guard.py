@@ -1,0 +1,83 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dg_jax.data import synthfaces
+from dg_jax.data.images import to_model_range
+from dg_jax.guard import (
+    DegenerateOutputError,
+    GuardConfig,
+    QualityGuard,
+    broken_counts,
+    image_health,
+)
+from dg_jax.guidance.targets import parse_target
+
+
+def faces(n=8):
+    images, _ = synthfaces.generate(n, 3, synthfaces.BIASED_PROBS, size=32)
+    return to_model_range(images)
+
+
+def blur(images, k=4):
+    """Each k x k block replaced by its mean: a washed-out, edge-less version."""
+    b, h, w, c = images.shape
+    blocks = images.reshape(b, h // k, k, w // k, k, c).mean(axis=(2, 4), keepdims=True)
+    return 0.3 * np.broadcast_to(blocks, (b, h // k, k, w // k, k, c)).reshape(images.shape)
+
+
+def test_each_kind_of_broken_image_is_named_and_real_faces_pass():
+    real = faces()
+    rng = np.random.RandomState(0)
+    noise = np.clip(rng.randn(*real.shape), -1, 1).astype(np.float32)
+    black = np.full_like(real, -1.0)
+    nan = real.copy()
+    nan[:, 0, 0, 0] = np.nan
+    sharpness = float(np.median(image_health(jnp.asarray(real))["sharpness"]))
+    images = np.concatenate([real, noise[:2], black[:2], nan[:2], blur(real)[:2]])
+    valid = jnp.ones(len(images), bool)
+    counts = broken_counts(jnp.asarray(images), None, valid, GuardConfig(),
+                           reference_sharpness=sharpness)
+    assert {k: int(v) for k, v in counts.items()} == {
+        "non-finite": 2, "blank": 2, "noise": 2, "washed-out": 2, "unreadable": 0}
+    # without the model's unguided sharpness there is no washed-out check; padding rows are
+    # not counted; a labeller that cannot read an image makes it unreadable
+    counts = broken_counts(jnp.asarray(images), None, valid.at[-1].set(False), GuardConfig())
+    assert int(counts["washed-out"]) == 0 and int(counts["noise"]) == 2
+    unsure = {"hair": jnp.full((len(real), 2), 0.5)}
+    counts = broken_counts(jnp.asarray(real), unsure, jnp.ones(len(real), bool), GuardConfig())
+    assert int(counts["unreadable"]) == len(real)
+
+
+def test_stop_raises_one_line_and_warn_only_counts():
+    bad = {"non-finite": 0, "blank": 0, "noise": 9, "washed-out": 0, "unreadable": 0}
+    guard = QualityGuard(GuardConfig())
+    with pytest.raises(DegenerateOutputError, match=r"9 of 64 images from index 128 are broken "
+                                                    r"\(9 noise\)") as e:
+        guard.check_batch(bad, 64, 128)
+    assert "\n" not in str(e.value)
+    warn = QualityGuard(GuardConfig(on_degenerate="warn"))
+    assert "9 noise" in warn.check_batch(bad, 64, 0)
+    assert warn.check_batch({**bad, "noise": 6}, 64, 64) is None  # at most 10 %: not a stop
+    assert warn.summary()["broken"]["noise"] == 15 and warn.summary()["checked"] == 128
+    resumed = QualityGuard(GuardConfig(), warn.summary())
+    assert resumed.summary()["broken"] == warn.summary()["broken"]
+
+
+def test_a_target_still_far_off_after_enough_images_is_out_of_reach():
+    target = parse_target("glasses=0,1", {"glasses": 2})
+    guard = QualityGuard(GuardConfig(min_images=256))
+    far = {"glasses": np.array([80, 176])}
+    assert guard.check_shares(far, [target], 192) is None  # too early to tell
+    with pytest.raises(DegenerateOutputError, match=r"target glasses is out of reach: after 256 "
+                                                    r"images its shares are 31/69 %"):
+        guard.check_shares(far, [target], 256)
+    assert QualityGuard(GuardConfig()).check_shares({"glasses": np.array([10, 246])}, [target],
+                                                    256) is None
+
+
+@pytest.mark.parametrize("bad", [dict(on_degenerate="maybe"), dict(max_roughness=float("nan")),
+                                 dict(min_confidence=-1.0)])
+def test_bad_guard_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        GuardConfig(**bad)
