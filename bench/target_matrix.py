@@ -1,0 +1,178 @@
+"""Robustness of distribution guidance across target shapes, on the embedded default.
+
+    python -m bench.target_matrix                                 # every row, 512 images, both modes
+    python -m bench.target_matrix --num-images 128 --rows "hair=0,1" --balance batch   # a probe
+
+Rows: each binary attribute (hair, glasses, smile) at uniform, 0.3/0.7 both ways and one-hot both
+ways; skin at uniform, (0.2, 0.3, 0.5) and (0, 0, 1); hair 0.5/0.5 + glasses 0.3/0.7; hair,
+glasses and skin uniform at once; the joint hair x glasses uniform. Every row runs with the
+library's defaults (`GuidanceConfig()`, `GuardConfig()`), batch 64, once with each batch balanced
+on its own (batch) and once with dataset-level balance (dataset).
+
+Columns: FD by the evaluation network and by the labeller (the worst of the row's targets); the
+matched-KID ratio (KID against real faces with the images' own attribute combinations, over the
+unguided run's); for one-hot rows the share of the asked class; the largest drift of an
+untargeted attribute from the unguided run's shares (evaluation network, percentage points); the
+largest relative change of h in one step and its mean total over the steps; broken images (the
+quality guard); images/s. A row the guard stopped says why. Runs live under --out and are reused
+(generation resumes, evaluations are cached by bench/results.py's helper); the figures go to
+--out/target_matrix.json and the table and sample grids into docs/GUIDANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import re
+
+import numpy as np
+from PIL import Image
+
+from bench.doc_sections import write_section
+from bench.results import base_config, generate_and_evaluate
+from dg_jax.data.generated import read_generated
+from dg_jax.data.images import image_grid
+from dg_jax.guard import DegenerateOutputError
+
+BINARY = ("hair", "glasses", "smile")
+ROWS = (
+    *[[f"{a}={p}"] for a in BINARY for p in ("uniform", "0.3,0.7", "0.7,0.3", "1,0", "0,1")],
+    ["skin=uniform"], ["skin=0.2,0.3,0.5"], ["skin=0,0,1"],
+    ["hair=0.5,0.5", "glasses=0.3,0.7"],
+    ["hair=uniform", "glasses=uniform", "skin=uniform"],
+    ["hair,glasses=uniform"],
+)
+ATTRIBUTES = ("glasses", "hair", "skin", "smile")
+PROGRAM = "python -m bench.target_matrix"
+
+
+def slug(targets) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", "+".join(targets)).strip("_")
+
+
+def one_hot_share(targets, shares: dict) -> float | None:
+    """The evaluation network's share of the asked class for a one-hot single target."""
+    if len(targets) != 1 or "," in targets[0].split("=")[0]:
+        return None
+    name, _, probs = targets[0].partition("=")
+    values = [float(v) for v in probs.split(",")] if probs != "uniform" else []
+    if sorted(values)[-1:] != [1.0]:
+        return None
+    return shares[name][values.index(1.0)]
+
+
+def measure_row(out: pathlib.Path, base, targets, balance: str, num_real: int,
+                unguided: dict) -> dict:
+    name = f"{balance}/{slug(targets)}"
+    config = dataclasses.replace(base, method="distribution", targets=tuple(targets),
+                                 balance=balance)
+    row = {"targets": list(targets), "balance": balance}
+    try:
+        report = generate_and_evaluate(out, name, config, targets, num_real)
+    except DegenerateOutputError as e:
+        row["stopped"] = str(e)
+        return row
+    manifest = json.loads((out / name / "manifest.json").read_text())
+    targeted = {a for t in targets for a in t.split("=")[0].split(",")}
+    row.update({
+        "fd": max(v["fd"] for v in report["fairness"].values()),
+        "fd_labeller": max(v["fd"] for v in report["fairness_by_labeller"].values()),
+        "kid_ratio": report["quality"]["matched"]["kid"] / unguided["quality"]["matched"]["kid"],
+        "one_hot_share": one_hot_share(targets, report["shares"]),
+        "drift": max((abs(g - u) for a in ATTRIBUTES if a not in targeted
+                      for g, u in zip(report["shares"][a], unguided["shares"][a])), default=0.0),
+        "h_step_max": manifest["quality"]["h_change"]["step_max"],
+        "h_total_mean": manifest["quality"]["h_change"]["total_mean"],
+        "broken": manifest["quality"]["broken_fraction"],
+        "images_per_second": report["images_per_second"],
+        "shares": {a: report["shares"][a] for a in ATTRIBUTES},
+    })
+    return row
+
+
+def passes(row: dict) -> bool:
+    """The acceptance line: FD <= 0.05 by both networks, matched KID ratio <= 1.5, one-hot rows
+    >= 95 % of the asked class."""
+    if "stopped" in row:
+        return False
+    one_hot = row["one_hot_share"]
+    return (row["fd"] <= 0.05 and row["fd_labeller"] <= 0.05 and row["kid_ratio"] <= 1.5
+            and (one_hot is None or one_hot >= 0.95))
+
+
+def table(rows: list[dict], unguided: dict) -> list[str]:
+    shares = " ".join(f"{a} " + "/".join(f"{100 * v:.0f}" for v in unguided["shares"][a])
+                      for a in ATTRIBUTES)
+    lines = [f"Unguided shares (evaluation network, %): {shares}.", "",
+             "| targets | balance | FD eval | FD labeller | matched KID ratio | one-hot share | "
+             "untargeted drift (pp) | dh/h step max | dh/h total mean | broken | img/s | meets |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = f"| `{' '.join(r['targets'])}` | {r['balance']} |"
+        if "stopped" in r:
+            lines.append(head + f" stopped: {r['stopped']} |" + " |" * 10)
+            continue
+        one_hot = "" if r["one_hot_share"] is None else f"{100 * r['one_hot_share']:.1f} %"
+        lines.append(
+            head + f" {r['fd']:.3f} | {r['fd_labeller']:.3f} | {r['kid_ratio']:.2f} | "
+            f"{one_hot} | {100 * r['drift']:.1f} | {r['h_step_max']:.2f} | "
+            f"{r['h_total_mean']:.1f} | {100 * r['broken']:.1f} % | "
+            f"{r['images_per_second']:.2f} | {'yes' if passes(r) else 'no'} |")
+    return lines
+
+
+def save_grid(out: pathlib.Path, row: dict, images_dir: pathlib.Path) -> str | None:
+    """The row's first 32 images as a 4 x 8 grid; its path relative to docs/."""
+    run_dir = out / row["balance"] / slug(row["targets"])
+    if not (run_dir / "manifest.json").exists():
+        return None
+    images = read_generated(run_dir)["image"][:32]
+    if not len(images):
+        return None
+    path = images_dir / f"{row['balance']}_{slug(row['targets'])}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image_grid(images, 8, scale=2)).save(path, optimize=True)
+    return str(path.relative_to(images_dir.parent.parent))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/target_matrix")
+    p.add_argument("--doc", default="docs/GUIDANCE.md")
+    p.add_argument("--images-dir", default="docs/images/target_matrix")
+    p.add_argument("--num-images", type=int, default=512)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--num-real", type=int, default=8192)
+    p.add_argument("--balance", default="batch,dataset")
+    p.add_argument("--rows", default="",
+                   help="';'-separated rows, each a '+'-joined list of targets (default: all)")
+    a = p.parse_args()
+    out = pathlib.Path(a.out)
+    rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
+    base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="")
+    unguided = generate_and_evaluate(out, "unguided", dataclasses.replace(base, method="none"),
+                                     (), a.num_real)
+    results = []
+    for balance in a.balance.split(","):
+        for targets in rows:
+            row = measure_row(out, base, targets, balance, a.num_real, unguided)
+            row["grid"] = save_grid(out, row, pathlib.Path(a.images_dir))
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    (out / "target_matrix.json").write_text(json.dumps(results, indent=2) + "\n")
+    made_by = (f"Made by `{PROGRAM} --num-images {a.num_images} --batch-size {a.batch_size} "
+               f"--num-real {a.num_real} --balance {a.balance}"
+               + (f" --rows \"{a.rows}\"" if a.rows else "") + "`.")
+    lines = table(results, unguided)
+    grids = [f"![{r['balance']}: {' '.join(r['targets'])}]({r['grid']})"
+             for r in results if r.get("grid") and r["balance"] == a.balance.split(",")[-1]]
+    write_section(a.doc, "target-matrix", [*lines, "", made_by, "", *grids])
+    print("\n".join(lines))
+    print(f"meets the line: {sum(passes(r) for r in results)} of {len(results)} rows")
+
+
+if __name__ == "__main__":
+    main()
