@@ -43,7 +43,9 @@ def target_posteriors(cells: jax.Array, ref: jax.Array, axis_name: str | None = 
             mean = jax.lax.pmean(mean, axis_name)
         return log_v + jnp.where(allowed, log_ref - jnp.log(jnp.maximum(mean, 1e-30)), 0.0)
 
-    log_v = jax.lax.fori_loop(0, iterations, update, jnp.zeros(cells.shape[-1], cells.dtype))
+    # zeros made from the data: inside shard_map the loop carry must vary over devices as the
+    # data does (a per-device batch without axis_name)
+    log_v = jax.lax.fori_loop(0, iterations, update, 0.0 * log_p[0])
     return posteriors(log_v)
 
 
