@@ -31,7 +31,8 @@ class DegenerateOutputError(UserError):
 @dataclasses.dataclass(frozen=True)
 class GuardConfig:
     on_degenerate: str = "stop"  # stop | warn
-    # A batch is broken when more than this fraction of its images is.
+    # A batch is broken when any image is non-finite, blank or noise (never data), or when more
+    # than this fraction is washed-out or unreadable (judgements a good image can fail).
     max_broken_fraction: float = 0.1
     # An image is broken when its pixel standard deviation (images in [-1, 1]) is below
     # min_contrast (blank, black); when its mean absolute difference between neighbouring pixels
@@ -77,6 +78,7 @@ def confidence(probs: dict[str, jax.Array]) -> jax.Array:
 
 
 CAUSES = ("non-finite", "blank", "noise", "washed-out", "unreadable")
+NEVER_DATA = ("non-finite", "blank", "noise")
 
 
 def broken_counts(images: jax.Array, probs: dict[str, jax.Array] | None, valid: jax.Array,
@@ -153,7 +155,8 @@ class QualityGuard:
         for c, k in counts.items():
             self.broken[c] += k
         bad = sum(counts.values())
-        if bad <= self.config.max_broken_fraction * n:
+        soft = sum(counts[c] for c in CAUSES if c not in NEVER_DATA)
+        if bad == soft and soft <= self.config.max_broken_fraction * n:
             return None
         named = ", ".join(f"{k} {c}" for c, k in counts.items() if k)
         advice = ("guidance pushed h too far for this model. Try a milder target, a smaller "

@@ -58,8 +58,13 @@ def test_stop_raises_one_line_and_warn_only_counts():
     assert "\n" not in str(e.value)
     warn = QualityGuard(GuardConfig(on_degenerate="warn"))
     assert "9 noise" in warn.check_batch(bad, 64, 0)
-    assert warn.check_batch({**bad, "noise": 6}, 64, 64) is None  # at most 10 %: not a stop
-    assert warn.summary()["broken"]["noise"] == 15 and warn.summary()["checked"] == 128
+    assert "1 noise" in warn.check_batch({**bad, "noise": 1}, 64, 64)  # noise is never data
+    # washed-out or unreadable images (judgements a good image can fail) up to 10 % are kept
+    assert warn.check_batch({**bad, "noise": 0, "washed-out": 6}, 64, 128) is None
+    assert "7 washed-out" in warn.check_batch({**bad, "noise": 0, "washed-out": 7}, 64, 192)
+    summary = warn.summary()
+    assert summary["broken"]["noise"] == 10 and summary["broken"]["washed-out"] == 13
+    assert summary["checked"] == 256
     resumed = QualityGuard(GuardConfig(), warn.summary())
     assert resumed.summary()["broken"] == warn.summary()["broken"]
 
