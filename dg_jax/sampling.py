@@ -31,6 +31,7 @@ from dg_jax.guidance.distribution import (
     GuidanceConfig,
     batch_distribution,
     class_probabilities,
+    default_refs,
     guide_h,
     step_scale,
     target_weights,
@@ -260,9 +261,9 @@ def make_sampler(model: UNet, model_config: ModelConfig, config: SamplerConfig,
                                out_specs=(P(DATA_AXIS), trace_specs))
         state = replicate(state, mesh)
     sample = jax.jit(sample)
-    default_refs = {t.name: jnp.asarray(t.array, jnp.float32) for t in targets}
+    target_refs = default_refs(targets)
     return lambda keys, refs=None, context=None, uncond_context=None: sample(
-        state, keys, default_refs if refs is None else refs, context, uncond_context)
+        state, keys, target_refs if refs is None else refs, context, uncond_context)
 
 
 def make_h_inverter(model: UNet, model_config: ModelConfig, config: SamplerConfig):

@@ -2,7 +2,10 @@
 
 For a batch of N samples with per-attribute class probabilities from the predictor,
 p_hat = mean_i softmax(logits_i / tau); the loss sum_targets L(p_hat, p_ref) is differentiated
-w.r.t. h only (through the predictor, never through the UNet) and h' = h - s_t * N * dL/dh.
+w.r.t. h only (through the predictor, never through the UNet) and h' = h - s_t * N * dL/dh (the
+paper; `push="batch"`). By default p_hat takes the predictor's calibrated softmax(logits), each
+sample is pushed towards its own target distribution (guidance/posterior.py), and each sample's
+step is bounded relative to ||h_i|| (`bounded_step`).
 
 Why the factor N: p_hat is a mean, so dL/dh_i carries a 1/N. Multiplying it back makes the push
 on each sample depend on how far p_hat is from p_ref, not on the batch size, so one `scale`
@@ -125,6 +128,7 @@ References = dict[str, jax.Array]
 
 
 def default_refs(targets: Sequence[Target]) -> References:
+    """target name -> its own p_ref [prod K]."""
     return {t.name: jnp.asarray(t.array, jnp.float32) for t in targets}
 
 
