@@ -20,6 +20,7 @@ from dg_jax import checkpoints
 from dg_jax.data.generated import read_generated
 from dg_jax.data.images import to_model_range
 from dg_jax.errors import UserError
+from dg_jax.evaluation.fairness import class_shares
 from dg_jax.generation import GenerateConfig, run
 from dg_jax.guard import image_health
 
@@ -41,8 +42,8 @@ def unguided_statistics_of(images: np.ndarray, labels: dict[str, np.ndarray],
     "sharpness"}."""
     health = image_health(to_model_range(images))
     return {"num_images": len(images),
-            "label_shares": {a: np.round(np.bincount(labels[a], minlength=num_classes[a])
-                                         / len(images), 6).tolist() for a in num_classes},
+            "label_shares": {a: class_shares(labels[a], k).round(6).tolist()
+                             for a, k in num_classes.items()},
             "sharpness": round(float(np.median(jax.device_get(health["sharpness"]))), 6)}
 
 

@@ -186,13 +186,13 @@ def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config:
 
     def loss_of_h(h):
         probs = class_probabilities(predict(h), config.temperature, config.calibrated)
-        loss, p_hats = distribution_loss(probs, targets, config.loss, axis_name, refs,
-                                         target_weights(config))
-        if config.push == "posterior":
-            cells = {t.name: cell_probabilities(probs, t.attributes) for t in targets}
-            loss = posterior_loss(cells, targets, refs or default_refs(targets),
-                                  target_weights(config), n, axis_name)
-        return loss, p_hats
+        if config.push == "batch":
+            return distribution_loss(probs, targets, config.loss, axis_name, refs,
+                                     target_weights(config))
+        p_hats = {t.name: batch_distribution(probs, t, axis_name) for t in targets}
+        cells = {t.name: cell_probabilities(probs, t.attributes) for t in targets}
+        return posterior_loss(cells, targets, refs or default_refs(targets),
+                              target_weights(config), n, axis_name), p_hats
 
     grad, p_hats = jax.grad(loss_of_h, has_aux=True)(h.astype(jnp.float32))
     step, change = bounded_step(h, scale * n * grad, config.max_step)

@@ -24,6 +24,7 @@ from flax import nnx
 from dg_jax import checkpoints, configs
 from dg_jax.data.hspace import HSpaceSource, read_labels
 from dg_jax.errors import UserError
+from dg_jax.evaluation.fairness import class_shares
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.training import common
 
@@ -136,8 +137,7 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
               "source": run.get("source"),
               # the labels' shares: with h from the model's own samples ("generate"), the
               # unguided model's shares, which `--preserve` holds attributes at
-              "label_shares": {a: np.round(np.bincount(all_labels[a], minlength=k)
-                                           / len(all_labels[a]), 6).tolist()
+              "label_shares": {a: class_shares(all_labels[a], k).round(6).tolist()
                                for a, k in attributes},
               "heldout_accuracy": heldout_accuracy(graphdef, params, source, held_idx, names,
                                                    ts)}
