@@ -6,12 +6,13 @@ weight conversion is a plain key map.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from dg_jax.models.conv import conv2d
 
 Dtype = jnp.dtype | None
 
@@ -32,48 +33,6 @@ def timestep_embedding(
     if dim % 2:
         emb = jnp.pad(emb, ((0, 0), (0, 1)))
     return emb
-
-
-def _conv(x: jax.Array, kernel: jax.Array, stride: int, padding, lhs_dilation: int = 1):
-    return jax.lax.conv_general_dilated(
-        x, kernel, (stride, stride), padding, lhs_dilation=(lhs_dilation, lhs_dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
-    """x: [B, H, W, Cin], kernel: [k, k, Cin, Cout] -> [B, H', W', Cout], symmetric padding.
-
-    The gradient w.r.t. x is written out as a convolution with the flipped kernel in HWIO
-    layout. JAX's own transpose rule swaps the kernel's I/O dimensions instead; inside a
-    lax.scan or lax.cond (a guided sampling loop) XLA's CPU backend runs that form several
-    times slower (stride 1: forward + gradient 2.8x, bench/conv_backward.py), which made an
-    image-space guided step cost 8x an unguided one instead of 3x. Being a custom_vjp, it has
-    reverse-mode derivatives only (jax.grad / vjp, not jax.jvp).
-    """
-    return _conv(x, kernel, stride, ((pad, pad), (pad, pad)))
-
-
-def _conv2d_fwd(x, kernel, stride, pad):
-    return conv2d(x, kernel, stride, pad), (x, kernel)
-
-
-def _conv2d_bwd(stride, pad, residuals, dy):
-    """dy: [B, H', W', Cout] -> (dx [B, H, W, Cin], dkernel [k, k, Cin, Cout])."""
-    x, kernel = residuals
-    size = kernel.shape[0]
-    # dx = dy, dilated by the stride, correlated with the flipped kernel; the far side gets the
-    # rows the forward stride skipped
-    padding = [(size - 1 - pad, size - 1 - pad + (n + 2 * pad - size) % stride)
-               for n in x.shape[1:3]]
-    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-    dx = _conv(dy, flipped.astype(dy.dtype), 1, padding, lhs_dilation=stride)
-    _, kernel_vjp = jax.vjp(lambda k: _conv(x, k, stride, ((pad, pad), (pad, pad))), kernel)
-    return dx.astype(x.dtype), kernel_vjp(dy)[0]
-
-
-conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
 class Conv(nnx.Module):
