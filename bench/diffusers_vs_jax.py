@@ -21,7 +21,7 @@ from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.generation import sample_keys
-from dg_jax.models import from_diffusers
+from dg_jax.loading import from_diffusers
 from dg_jax.sampling import make_sampler
 
 

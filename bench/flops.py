@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dg_jax.loading import load_unet
 from dg_jax.models.abstract import abstract_model
-from dg_jax.models.loading import load_unet
 from dg_jax.models.unet import UNet, UNetConfig
 from dg_jax.models.vae import AutoencoderKL, VAEConfig
 

@@ -19,8 +19,8 @@ from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.generation import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.guidance.targets import parse_target
+from dg_jax.loading import load_adp, load_classifier, load_unet
 from dg_jax.models.adp import ADP, ADPConfig
-from dg_jax.models.loading import load_adp, load_classifier, load_unet
 from dg_jax.sampling import make_sampler
 
 

@@ -13,7 +13,7 @@ from dg_jax.data import synthfaces
 from dg_jax.data.images import to_model_range
 from dg_jax.diffusion.samplers import predict_x0_eps
 from dg_jax.diffusion.schedules import add_noise, alphas_cumprod
-from dg_jax.models.loading import load_unet
+from dg_jax.loading import load_unet
 
 
 def main():

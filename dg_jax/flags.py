@@ -43,16 +43,18 @@ def config_from_flags(args: argparse.Namespace, config_cls, defaults=None, prefi
     return dataclasses.replace(defaults, **changes)
 
 
-def main_for(config_cls, run, doc: str, argv=None):
-    """Parses `--field` flags for config_cls and calls run(config)."""
+def main_for(config_cls, run, doc: str, argv=None) -> int:
+    """An entry point's main: parses `--field` flags for config_cls and calls run(config).
+    Returns the exit status: 0, or 2 after one line on stderr for bad input."""
     parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, config_cls)
     try:
-        return run(config_from_flags(parser.parse_args(argv), config_cls))
+        run(config_from_flags(parser.parse_args(argv), config_cls))
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        return 2
+    return 0
 
 
 def add_sampler_flags(parser: argparse.ArgumentParser) -> None:

@@ -33,8 +33,8 @@ from dg_jax.errors import UserError
 from dg_jax.guard import GuardConfig, QualityGuard, broken_counts, h_change_summary
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.targets import Target, check_disjoint, parse_target, preserved_targets
+from dg_jax.loading import load_adp, load_unet
 from dg_jax.models.classifier import AttributeClassifier
-from dg_jax.models.loading import load_adp, load_unet
 from dg_jax.parallel import (
     DATA_AXIS,
     batch_mesh,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from dg_jax.errors import UserError
-from dg_jax.models.loading import load_classifier
+from dg_jax.loading import load_classifier
 from dg_jax.models.stable_diffusion import StableDiffusion
 from dg_jax.models.unet import UNet
 

@@ -14,8 +14,7 @@ import sys
 import jax
 from flax import nnx
 
-from dg_jax.convert.diffusers import from_diffusers
-from dg_jax.models.loading import save_unet
+from dg_jax.loading import from_diffusers, save_unet
 
 
 def main(argv=None) -> int:

@@ -12,9 +12,9 @@ from dg_jax import configs  # noqa: E402
 from dg_jax.checkpoints import save_bundle  # noqa: E402
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING  # noqa: E402
 from dg_jax.diffusion.schedules import ScheduleConfig  # noqa: E402
+from dg_jax.loading import save_unet  # noqa: E402
 from dg_jax.models.classifier import AttributeClassifier  # noqa: E402
 from dg_jax.models.config import ModelConfig  # noqa: E402
-from dg_jax.models.loading import save_unet  # noqa: E402
 from dg_jax.models.unet import UNet  # noqa: E402
 from sample import generate  # noqa: E402
 

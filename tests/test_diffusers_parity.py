@@ -11,7 +11,7 @@ import pytest
 from dg_jax.diffusion import samplers
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.diffusion.schedules import alphas_cumprod
-from dg_jax.models import from_diffusers, load_unet
+from dg_jax.loading import from_diffusers, load_unet
 from dg_jax.sampling import sampling_plan
 
 torch = pytest.importorskip("torch")
@@ -202,7 +202,7 @@ def test_convert_once_to_a_bundle(tmp_path):
 def test_safetensors_load_without_torch(tmp_path):
     torch_unet(CONFIGS["attention_low_res"]).save_pretrained(tmp_path)
     code = ("import sys; sys.modules['torch'] = None\n"  # makes `import torch` fail
-            "from dg_jax.models import from_diffusers\n"
+            "from dg_jax.loading import from_diffusers\n"
             f"m, c = from_diffusers({str(tmp_path)!r}); print(c.unet.h_shape)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -16,7 +16,7 @@ from dg_jax.evaluation.fairness import (
     kl_divergence,
 )
 from dg_jax.evaluation.quality import frechet_distance, kernel_inception_distance
-from dg_jax.models.loading import load_classifier
+from dg_jax.loading import load_classifier
 from sample import evaluate
 
 

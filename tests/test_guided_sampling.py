@@ -12,10 +12,10 @@ from dg_jax.diffusion.schedules import ScheduleConfig
 from dg_jax.generation import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.guidance.targets import parse_target
+from dg_jax.loading import save_unet
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
-from dg_jax.models.loading import save_unet
 from dg_jax.models.unet import UNet
 from dg_jax.sampling import make_sampler
 from sample import generate

@@ -13,9 +13,9 @@ from dg_jax.data.shards import shard_files
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.schedules import ScheduleConfig
 from dg_jax.errors import ConfigMismatchError
+from dg_jax.loading import save_unet
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
-from dg_jax.models.loading import save_unet
 from dg_jax.models.unet import UNet
 from dg_jax.training.hspace import CollectConfig, collect
 
@@ -95,7 +95,7 @@ def test_inverted_h_at_the_last_step_is_the_forward_pass_h(bundles, tmp_path):
 
 @pytest.mark.parametrize("kind", ["mlp", "linear_per_step"])
 def test_train_adp_on_collected_h(bundles, tmp_path, kind):
-    from dg_jax.models.loading import load_adp
+    from dg_jax.loading import load_adp
     from dg_jax.training.adp import ADPTrainConfig
     from train.train_adp import run
 

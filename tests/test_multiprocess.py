@@ -17,10 +17,10 @@ from dg_jax.checkpoints import save_bundle
 from dg_jax.data import generated
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING
 from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.loading import save_unet
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
-from dg_jax.models.loading import save_unet
 from dg_jax.models.unet import UNet
 from sample import generate
 

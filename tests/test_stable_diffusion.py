@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dg_jax.convert.diffusers import from_diffusers
 from dg_jax.diffusion import samplers
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.generation import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.guidance.targets import parse_target
+from dg_jax.loading import from_diffusers
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.stable_diffusion import StableDiffusion
 from dg_jax.sampling import TextConditioning, make_sampler

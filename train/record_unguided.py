@@ -5,6 +5,8 @@ guard's washed-out check).
     python -m train.record_unguided --adp runs/adp/bundle --out runs/unguided --num-images 1024
 """
 
+import sys
+
 from dg_jax.flags import main_for
 from dg_jax.unguided_reference import RecordUnguidedConfig, record_unguided
 
@@ -17,5 +19,9 @@ def run(config: RecordUnguidedConfig):
     return stats
 
 
+def main(argv=None) -> int:
+    return main_for(RecordUnguidedConfig, run, __doc__, argv)
+
+
 if __name__ == "__main__":
-    main_for(RecordUnguidedConfig, run, __doc__)
+    sys.exit(main())

@@ -8,6 +8,7 @@ it to WORKDIR/heldout_accuracy.png.
 """
 
 import pathlib
+import sys
 
 from dg_jax.evaluation.plots import accuracy_plot
 from dg_jax.flags import main_for
@@ -26,5 +27,9 @@ def run(config: ADPTrainConfig):
     return model, report
 
 
+def main(argv=None) -> int:
+    return main_for(ADPTrainConfig, run, __doc__, argv)
+
+
 if __name__ == "__main__":
-    main_for(ADPTrainConfig, run, __doc__)
+    sys.exit(main())

@@ -5,8 +5,15 @@ The embedded default was made with (see docs/EMBEDDED_MODEL.md):
         --steps STEPS --export dg_jax/assets/synthfaces_unet
 """
 
+import sys
+
 from dg_jax.flags import main_for
 from dg_jax.training.ddpm import DDPMTrainConfig, train
 
+
+def main(argv=None) -> int:
+    return main_for(DDPMTrainConfig, train, __doc__, argv)
+
+
 if __name__ == "__main__":
-    main_for(DDPMTrainConfig, train, __doc__)
+    sys.exit(main())

@@ -15,8 +15,15 @@ The whole comparison (real only, + distribution-guided, + unguided, + sample-lev
 seeds) is bench/fair_classifier.py.
 """
 
+import sys
+
 from dg_jax.flags import main_for
 from dg_jax.training.fair_classifier import FairClassifierConfig, train_fair_classifier
 
+
+def main(argv=None) -> int:
+    return main_for(FairClassifierConfig, train_fair_classifier, __doc__, argv)
+
+
 if __name__ == "__main__":
-    main_for(FairClassifierConfig, train_fair_classifier, __doc__)
+    sys.exit(main())

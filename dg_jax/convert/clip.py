@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from dg_jax.convert.diffusers import load_converted, read_config, read_state_dict
+from dg_jax.convert.state_dict import load_converted, read_config, read_state_dict
 from dg_jax.models.abstract import abstract_model
 from dg_jax.models.clip import CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
 

@@ -1,11 +1,8 @@
-"""Read local diffusers-format folders into our Flax UNet (no torch needed for safetensors).
+"""diffusers' UNet2DModel folders and scheduler configs as our UNet and sampling defaults (no
+torch needed for safetensors). `dg_jax.loading.from_diffusers` picks the loader for a folder.
 
-    model, config = from_diffusers("ddpm-celebahq-256")   # pipeline folder or its unet/ folder
-
-A pipeline folder (`model_index.json`) loads its `unet/` and `scheduler/`; a model folder
-(`config.json` with `_class_name`) loads alone, with the scheduler of a sibling `../scheduler/` if
-there is one. Weights are mapped by name onto the module tree (conv kernels OIHW -> HWIO, linear
-weights transposed); any key or shape that does not match is an error naming it.
+Weights are mapped by name onto the module tree (conv kernels OIHW -> HWIO, linear weights
+transposed); any key or shape that does not match is an error naming it.
 """
 
 from __future__ import annotations
@@ -13,14 +10,13 @@ from __future__ import annotations
 import json
 import pathlib
 
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dg_jax.convert.state_dict import load_converted, read_config, read_state_dict
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.schedules import ScheduleConfig
 from dg_jax.models.abstract import abstract_model
-from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet, UNetConfig
 
 _DOWN_BLOCKS = {"DownBlock2D": False, "AttnDownBlock2D": True}  # type -> has attention
@@ -52,58 +48,6 @@ _RENAMES = [
     (".ff.net.0.proj.", ".ff.geglu."), (".ff.net.2.", ".ff.out."),  # transformer blocks (SD)
 ]
 
-WEIGHT_NAME = "diffusion_pytorch_model"
-
-
-def from_diffusers(path, dtype: str = "float32"):
-    """Loads a diffusers UNet2DModel or UNet2DConditionModel (model folder or pipeline folder)
-    as our UNet, or a whole Stable Diffusion pipeline folder.
-
-    dtype is the compute dtype ("bfloat16" for speed); parameters are float32. Returns
-    (model, ModelConfig with the UNet config, training schedule and sampling defaults); model is
-    a `UNet`, or a `StableDiffusion` (UNet, autoencoder, text encoder, tokenizer) for a pipeline
-    folder with a text encoder. A pipeline's `vae/` or `text_encoder/` folder alone gives
-    (AutoencoderKL or CLIPTextModel, None).
-    """
-    path = pathlib.Path(path)
-    if (path / "model_index.json").is_file():
-        if "text_encoder" in json.loads((path / "model_index.json").read_text()):
-            from dg_jax.convert.stable_diffusion import load_stable_diffusion
-
-            return load_stable_diffusion(path, dtype)
-        unet_dir, scheduler_dir = _pipeline_parts(path)
-    elif (path / "config.json").is_file():
-        raw = json.loads((path / "config.json").read_text())
-        kind = raw.get("_class_name") or (raw.get("architectures") or [None])[0]
-        if kind == "AutoencoderKL":
-            from dg_jax.convert.stable_diffusion import load_vae
-
-            return load_vae(path, dtype), None
-        if kind in ("CLIPTextModel", "CLIPTextModelWithProjection"):
-            from dg_jax.convert.clip import load_clip_text
-
-            return load_clip_text(path, dtype), None
-        unet_dir, scheduler_dir = path, path.parent / "scheduler"
-    else:
-        raise FileNotFoundError(f"no diffusers model at {path} (no model_index.json or config.json)")
-    raw = json.loads((unet_dir / "config.json").read_text())
-    sched_file = scheduler_dir / "scheduler_config.json"
-    sched = json.loads(sched_file.read_text()) if sched_file.is_file() else {}
-    schedule, sampling, prediction_type = scheduler_from_diffusers(sched)
-    if raw.get("_class_name") == "UNet2DConditionModel":
-        from dg_jax.convert.stable_diffusion import load_unet_cond
-
-        model = load_unet_cond(unet_dir, prediction_type, dtype)
-        return model, ModelConfig(model.config, schedule, sampling)
-    if raw.get("_class_name") != "UNet2DModel":
-        raise ValueError(f"{unet_dir}: model class {raw.get('_class_name')!r} is not supported; "
-                         "dg-jax reads UNet2DModel and UNet2DConditionModel")
-    unet_config = unet_config_from_diffusers(raw, prediction_type=prediction_type, dtype=dtype)
-    model = abstract_model(UNet, unet_config)
-    load_diffusers_weights(model, read_state_dict(unet_dir))
-    return model, ModelConfig(unet_config, schedule, sampling)
-
-
 def is_diffusers_folder(path) -> bool:
     path = pathlib.Path(path)
     if (path / "model_index.json").is_file():
@@ -112,7 +56,8 @@ def is_diffusers_folder(path) -> bool:
     return config.is_file() and "_class_name" in json.loads(config.read_text())
 
 
-def _pipeline_parts(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+def pipeline_parts(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """An unconditional pipeline folder -> (its unet/ folder, its scheduler/ folder)."""
     index = json.loads((path / "model_index.json").read_text())
     for part in ("vae", "vqvae"):
         if part in index:
@@ -121,6 +66,20 @@ def _pipeline_parts(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     if "unet" not in index:
         raise ValueError(f"{path}: model_index.json names no 'unet'")
     return path / "unet", path / "scheduler"
+
+
+def read_scheduler(folder) -> tuple[ScheduleConfig, SamplerConfig, str]:
+    """folder/scheduler_config.json (diffusers' defaults if there is none) -> (training schedule,
+    sampling defaults, prediction type)."""
+    file = pathlib.Path(folder) / "scheduler_config.json"
+    return scheduler_from_diffusers(json.loads(file.read_text()) if file.is_file() else {})
+
+
+def load_unet2d(folder, prediction_type: str = "epsilon", dtype: str = "float32") -> UNet:
+    """A UNet2DModel folder (config.json + weights) as our UNet."""
+    config = unet_config_from_diffusers(read_config(folder, "UNet2DModel"),
+                                        prediction_type=prediction_type, dtype=dtype)
+    return load_diffusers_weights(abstract_model(UNet, config), read_state_dict(folder))
 
 
 def unet_config_from_diffusers(raw: dict, prediction_type: str = "epsilon",
@@ -236,82 +195,9 @@ def scheduler_from_diffusers(cfg: dict) -> tuple[ScheduleConfig, SamplerConfig, 
     return schedule, sampling, cfg.get("prediction_type", "epsilon")
 
 
-def read_config(folder, class_name: str | None = None, what: str | None = None) -> dict:
-    """folder/config.json; with `class_name`, it must describe that diffusers class
-    (`_class_name`). `what` names the model in the error when config.json is missing."""
-    file = pathlib.Path(folder) / "config.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"no {what or class_name or 'model'} at {folder} (no config.json)")
-    raw = json.loads(file.read_text())
-    if class_name is not None and raw.get("_class_name") != class_name:
-        raise ValueError(f"{folder}: model class {raw.get('_class_name')!r}, expected {class_name}")
-    return raw
-
-
-def read_state_dict(folder, weight_name: str = WEIGHT_NAME) -> dict[str, np.ndarray]:
-    """All tensors of `folder`'s weights as float32 numpy arrays: diffusers' files are called
-    diffusion_pytorch_model, transformers' (CLIP) model.
-
-    Reads .safetensors (also sharded, with its .index.json) without torch; .bin needs torch.
-    """
-    folder = pathlib.Path(folder)
-    single = folder / f"{weight_name}.safetensors"
-    index = folder / f"{weight_name}.safetensors.index.json"
-    if single.is_file():
-        return _read_safetensors([single])
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return _read_safetensors([folder / f for f in files])
-    binary = folder / f"{weight_name}.bin"
-    if binary.is_file():
-        try:
-            import torch
-        except ImportError:
-            raise ImportError(f"{binary} is a PyTorch pickle and needs torch to read; install "
-                              "torch or save the model as safetensors") from None
-        state = torch.load(binary, map_location="cpu", weights_only=True)
-        return {k: v.float().numpy() for k, v in state.items()}
-    raise FileNotFoundError(f"no {weight_name}.safetensors or .bin in {folder}")
-
-
-def _read_safetensors(files) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
-
-    out = {}
-    for f in files:
-        # framework="flax" because numpy has no bfloat16; converted to float32 numpy below.
-        with safe_open(str(f), framework="flax") as reader:
-            for key in reader.keys():
-                out[key] = np.asarray(reader.get_tensor(key), np.float32)
-    return out
-
-
 def load_diffusers_weights(model: nnx.Module, state_dict: dict[str, np.ndarray]) -> nnx.Module:
     """Copies a diffusers state dict into `model`; every parameter must be matched exactly once."""
     return load_converted(model, dict(_convert_entry(k, v) for k, v in state_dict.items()))
-
-
-def load_converted(model: nnx.Module, converted: dict[str, np.ndarray]) -> nnx.Module:
-    """Copies arrays named by their dotted path in `model` ("down_blocks.0.conv1.kernel") into its
-    parameters; every parameter must be matched exactly once, with its shape.
-
-    `model` may be abstract (`models.abstract.abstract_model`), as the loaders build it."""
-    state = nnx.state(model, nnx.Param)
-    ours = _flatten(nnx.to_pure_dict(state))
-    missing, unexpected = sorted(set(ours) - set(converted)), sorted(set(converted) - set(ours))
-    if missing or unexpected:
-        raise ValueError(f"weights do not fit the config: {len(missing)} missing "
-                         f"{missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}")
-    for name, value in converted.items():
-        if name.endswith(".kernel") and value.ndim == 4 and ours[name].ndim == 2:
-            value = value[0, 0]  # 1x1 conv weights of old attention blocks, as a linear kernel
-        if value.shape != ours[name].shape:
-            raise ValueError(f"weight {name}: shape {value.shape}, the config needs "
-                             f"{ours[name].shape}")
-        converted[name] = jnp.asarray(value)
-    nnx.replace_by_pure_dict(state, _unflatten(converted))
-    nnx.update(model, state)
-    return model
 
 
 def _convert_entry(key: str, value: np.ndarray) -> tuple[str, np.ndarray]:
@@ -332,20 +218,3 @@ def _convert_entry(key: str, value: np.ndarray) -> tuple[str, np.ndarray]:
     return f"{stem}.scale", value  # norm
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}{k}"
-        out.update(_flatten(v, name + ".") if isinstance(v, dict) else {name: v})
-    return out
-
-
-def _unflatten(flat: dict) -> dict:
-    tree: dict = {}
-    for name, value in flat.items():
-        node = tree
-        *parents, leaf = name.split(".")
-        for p in parents:
-            node = node.setdefault(int(p) if p.isdigit() else p, {})
-        node[leaf] = value
-    return tree

@@ -16,12 +16,11 @@ from dg_jax.convert.diffusers import (
     block_attention,
     check_options,
     load_diffusers_weights,
-    read_config,
-    read_state_dict,
-    scheduler_from_diffusers,
+    read_scheduler,
     shared_unet_fields,
     square_size,
 )
+from dg_jax.convert.state_dict import read_config, read_state_dict
 from dg_jax.models.abstract import abstract_model
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.stable_diffusion import StableDiffusion
@@ -175,9 +174,7 @@ def load_stable_diffusion(folder, dtype: str = "float32") -> tuple[StableDiffusi
         if part not in index:
             raise ValueError(f"{folder}: model_index.json names no {part!r}; a Stable Diffusion "
                              "pipeline needs unet, vae, text_encoder, tokenizer and scheduler")
-    sched_file = folder / "scheduler" / "scheduler_config.json"
-    sched = json.loads(sched_file.read_text()) if sched_file.is_file() else {}
-    schedule, sampling, prediction_type = scheduler_from_diffusers(sched)
+    schedule, sampling, prediction_type = read_scheduler(folder / "scheduler")
     unet = load_unet_cond(folder / "unet", prediction_type, dtype)
     text_encoder = load_clip_text(folder / "text_encoder", dtype)
     tokenizer = PromptTokenizer(folder / "tokenizer", text_encoder.config.max_position_embeddings)

@@ -30,8 +30,8 @@ from dg_jax.evaluation.fairness import cell_labels, class_shares, fairness_metri
 from dg_jax.evaluation.plots import share_chart
 from dg_jax.evaluation.quality import frechet_distance, kernel_inception_distance
 from dg_jax.guidance.targets import Target, check_disjoint, parse_target
+from dg_jax.loading import load_classifier
 from dg_jax.models.classifier import AttributeClassifier
-from dg_jax.models.loading import load_classifier
 
 
 @dataclasses.dataclass(frozen=True)

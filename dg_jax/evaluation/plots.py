@@ -1,17 +1,28 @@
-"""Figures of an evaluation: class shares against the target."""
+"""Figures of an evaluation (class shares against the target) and of ADP training (held-out
+accuracy per step). They need matplotlib, the `plots` extra."""
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; no display on TPU hosts or CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from dg_jax.errors import UserError
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError("plots need matplotlib: pip install 'dg-jax[plots]'") from None
+    matplotlib.use("Agg")  # files only; no display on TPU hosts or CI
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def share_chart(path, panels: list[dict]) -> None:
     """One bar panel per target: panels[i] = {"title", "cells" (names), "bars": {label: shares}}.
     Bars of one cell stand side by side (e.g. before, after, target)."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 + 1.6 * max(
         len(p["cells"]) for p in panels) * len(panels) / 2, 3.4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
@@ -31,6 +42,7 @@ def share_chart(path, panels: list[dict]) -> None:
 
 def accuracy_plot(path, timesteps: list[int], accuracy: dict[str, list[float]], title: str) -> None:
     """Held-out accuracy per sampling step, one line per attribute (x: timestep, noisiest left)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for name, acc in accuracy.items():
         ax.plot(timesteps, acc, label=name)

@@ -77,8 +77,8 @@ def _cpu_conv2d(x, kernel, stride, pad):
 def _along_input(dx, x, kernel, y, stride, pad):
     """The tangent map in x, written as the transpose of `input_gradient` so that reverse mode
     transposes it back into exactly that form."""
-    along = jax.linear_transpose(lambda dy: input_gradient(dy, kernel, x.shape, stride, pad),
-                                 jax.ShapeDtypeStruct(y.shape, y.dtype))
+    # y itself, not a ShapeDtypeStruct, carries its type under shard_map (varying axes) too
+    along = jax.linear_transpose(lambda dy: input_gradient(dy, kernel, x.shape, stride, pad), y)
     return along(dx)[0]
 
 

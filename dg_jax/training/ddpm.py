@@ -18,8 +18,8 @@ from dg_jax.data import synthfaces
 from dg_jax.data.images import to_model_range
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING
 from dg_jax.diffusion.schedules import ScheduleConfig, add_noise, alphas_cumprod, prediction_target
+from dg_jax.loading import save_unet
 from dg_jax.models.config import ModelConfig
-from dg_jax.models.loading import save_unet
 from dg_jax.models.unet import UNet, UNetConfig
 from dg_jax.training import common
 

@@ -1,0 +1,121 @@
+"""Loading models: dg-jax checkpoint bundles (the embedded default unless a path is given) and
+local diffusers folders; saving UNet bundles.
+
+    unet, config = load_unet()                      # the embedded SynthFaces UNet
+    unet, config = load_unet("ddpm-celebahq-256")   # a diffusers pipeline or UNet2DModel folder
+    adp = load_adp("runs/adp/bundle")
+
+Models are built abstractly (no random initialisation) and filled with the checkpoint's
+parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+from dg_jax import checkpoints, configs
+from dg_jax.convert.clip import load_clip_text
+from dg_jax.convert.diffusers import is_diffusers_folder, load_unet2d, pipeline_parts, read_scheduler
+from dg_jax.convert.stable_diffusion import load_stable_diffusion, load_unet_cond, load_vae
+from dg_jax.convert.state_dict import read_config
+from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
+from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.models.abstract import abstract_model
+from dg_jax.models.adp import ADP, ADPConfig
+from dg_jax.models.classifier import AttributeClassifier, ClassifierConfig
+from dg_jax.models.config import ModelConfig
+from dg_jax.models.unet import UNet, UNetConfig
+
+__all__ = ["from_diffusers", "load_adp", "load_classifier", "load_unet", "save_unet"]
+
+
+def from_diffusers(path, dtype: str = "float32"):
+    """Loads a diffusers UNet2DModel or UNet2DConditionModel (model folder or pipeline folder)
+    as our UNet, or a whole Stable Diffusion pipeline folder.
+
+    A pipeline folder (`model_index.json`) loads its `unet/` and `scheduler/`; a model folder
+    (`config.json` with `_class_name`) loads alone, with the scheduler of a sibling
+    `../scheduler/` if there is one. dtype is the compute dtype ("bfloat16" for speed);
+    parameters are float32. Returns (model, ModelConfig with the UNet config, training schedule
+    and sampling defaults); model is a `UNet`, or a `StableDiffusion` (UNet, autoencoder, text
+    encoder, tokenizer) for a pipeline folder with a text encoder. A pipeline's `vae/` or
+    `text_encoder/` folder alone gives (AutoencoderKL or CLIPTextModel, None).
+    """
+    path = pathlib.Path(path)
+    if (path / "model_index.json").is_file():
+        if "text_encoder" in json.loads((path / "model_index.json").read_text()):
+            return load_stable_diffusion(path, dtype)
+        unet_dir, scheduler_dir = pipeline_parts(path)
+    elif (path / "config.json").is_file():
+        raw = json.loads((path / "config.json").read_text())
+        kind = raw.get("_class_name") or (raw.get("architectures") or [None])[0]
+        if kind == "AutoencoderKL":
+            return load_vae(path, dtype), None
+        if kind in ("CLIPTextModel", "CLIPTextModelWithProjection"):
+            return load_clip_text(path, dtype), None
+        unet_dir, scheduler_dir = path, path.parent / "scheduler"
+    else:
+        raise FileNotFoundError(f"no diffusers model at {path} (no model_index.json or config.json)")
+    schedule, sampling, prediction_type = read_scheduler(scheduler_dir)
+    kind = read_config(unet_dir).get("_class_name")
+    if kind == "UNet2DConditionModel":
+        model = load_unet_cond(unet_dir, prediction_type, dtype)
+    elif kind == "UNet2DModel":
+        model = load_unet2d(unet_dir, prediction_type, dtype)
+    else:
+        raise ValueError(f"{unet_dir}: model class {kind!r} is not supported; dg-jax reads "
+                         "UNet2DModel and UNet2DConditionModel")
+    return model, ModelConfig(model.config, schedule, sampling)
+
+
+def _check_kind(path, meta: dict, kind: str) -> None:
+    if meta.get("kind") != kind:
+        raise ValueError(f"checkpoint {path} holds a {meta.get('kind')!r}, expected a {kind!r}")
+
+
+def load_unet(path: str | os.PathLike | None = None) -> tuple[UNet, ModelConfig]:
+    """Returns (UNet with float32 params, its ModelConfig) from a bundle or a diffusers folder;
+    no path: the embedded SynthFaces UNet."""
+    path = path or checkpoints.EMBEDDED_UNET
+    if is_diffusers_folder(path):
+        return from_diffusers(path)
+    meta = checkpoints.read_bundle_config(path)
+    _check_kind(path, meta, "unet")
+    config = ModelConfig(
+        unet=UNetConfig.from_dict(meta["config"]),
+        schedule=configs.from_dict(ScheduleConfig, meta.get("schedule", {})),
+        sampling=configs.from_dict(SamplerConfig, meta.get("sampling", {})).resolve(
+            DEFAULT_SAMPLING),
+    )
+    model = abstract_model(UNet, config.unet)
+    checkpoints.load_params_into(path, model)
+    return model, config
+
+
+def save_unet(path: str | os.PathLike, model: UNet, config: ModelConfig,
+              dtype: str = "float32", extra: dict | None = None) -> None:
+    """Writes a UNet bundle that `load_unet` restores with the same ModelConfig; `extra` goes
+    into its config.json as information (e.g. where the weights came from)."""
+    extra = {"schedule": configs.to_dict(config.schedule),
+             "sampling": configs.to_dict(config.sampling), **(extra or {})}
+    checkpoints.save_bundle(path, "unet", configs.to_dict(config.unet), model, dtype, extra)
+
+
+def load_classifier(path: str | os.PathLike | None = None) -> AttributeClassifier:
+    """An attribute classifier bundle; no path: the embedded SynthFaces labeller."""
+    path = path or checkpoints.EMBEDDED_CLASSIFIER
+    meta = checkpoints.read_bundle_config(path)
+    _check_kind(path, meta, "classifier")
+    model = abstract_model(AttributeClassifier, ClassifierConfig.from_dict(meta["config"]))
+    return checkpoints.load_params_into(path, model)
+
+
+def load_adp(path: str | os.PathLike | None = None) -> ADP:
+    """An ADP bundle; no path: the embedded SynthFaces ADP (for the embedded UNet)."""
+    path = path or checkpoints.EMBEDDED_ADP
+    meta = checkpoints.read_bundle_config(path)
+    _check_kind(path, meta, "adp")
+    model = abstract_model(ADP, ADPConfig.from_dict(meta["config"]))
+    return checkpoints.load_params_into(path, model)
