@@ -1,6 +1,6 @@
 """Markdown table rows kept across bench runs that each measure only some of the rows.
 
-A full results table takes longer than one working session to measure on CPU, so a run names
+A full results table takes hours to measure on CPU, so a run names
 the rows it measures and keeps the others from the table it replaces. Rows are identified by
 their leading cells (e.g. targets, method, balance).
 """

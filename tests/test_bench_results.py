@@ -1,5 +1,5 @@
-"""bench/results.py keeps the table rows it did not measure (a full table takes longer than a
-working session on CPU): the merge, the provenance line and the stale-row check."""
+"""bench/results.py keeps the table rows it did not measure (a full table takes hours to
+measure on CPU): the merge, the provenance line and the stale-row check."""
 
 from bench import results
 from bench.doc_sections import read_section, write_section
