@@ -20,7 +20,7 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel
 
 from dg_jax.diffusion.sampler_config import SamplerConfig
-from dg_jax.generation import sample_keys
+from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.loading import from_diffusers
 from dg_jax.sampling import make_sampler
 
@@ -71,7 +71,8 @@ def main(argv=None) -> dict:
     torch_warmup = time.perf_counter() - start
     torch_s = best_time(run_torch, a.repeats)
 
-    sample = make_sampler(model, config, SamplerConfig(num_steps=a.steps, eta=0.0, clip_sample=0))
+    sample = make_sampler(model, config,
+                          SamplerConfig(num_steps=a.steps, eta=0.0, clip_sample=0)).jitted()
     keys = sample_keys(0, np.arange(a.batch_size))
     start = time.perf_counter()
     jax.block_until_ready(sample(keys)[0])

@@ -16,12 +16,14 @@ from flax import nnx
 
 from bench.timing import median_seconds_in_turns
 from dg_jax.diffusion.sampler_config import SamplerConfig
-from dg_jax.generation import sample_keys
+from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
 from dg_jax.guidance.targets import parse_target
 from dg_jax.loading import load_adp, load_classifier, load_unet
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.sampling import make_sampler
+from dg_jax.wrappers import ImageGuidance
 
 
 def main():
@@ -45,16 +47,12 @@ def main():
     targets = [parse_target(a.target, adp.config.num_classes)]
     sampler = SamplerConfig(num_steps=a.steps)
     guidance = GuidanceConfig(scale=1.0)
-    samplers = {
-        "unguided": make_sampler(unet, model_config, sampler),
-        "distribution": make_sampler(unet, model_config, sampler, adp, targets, guidance),
-        "sample-level": make_sampler(unet, model_config, sampler, adp, targets, guidance,
-                                     method="sample"),
-    }
+    methods = {"unguided": None, "distribution": DistributionGuidance(adp, targets, guidance),
+               "sample-level": SampleLevelGuidance(adp, targets, guidance)}
     if a.with_image:
-        samplers["image-space"] = make_sampler(unet, model_config, sampler, adp, targets,
-                                               guidance, method="image",
-                                               classifier=load_classifier())
+        methods["image-space"] = ImageGuidance(load_classifier(), targets, guidance)
+    samplers = {name: make_sampler(unet, model_config, sampler, g).jitted()
+                for name, g in methods.items()}
     seconds = median_seconds_in_turns(
         samplers, lambda r: (sample_keys(r, np.arange(a.batch_size)),), a.rounds)
     per_step = {name: s / a.steps for name, s in seconds.items()}

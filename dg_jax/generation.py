@@ -29,9 +29,11 @@ from dg_jax.data import generated
 from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
+from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.errors import UserError
 from dg_jax.guard import GuardConfig, QualityGuard, broken_counts, h_change_summary
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
+from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
 from dg_jax.guidance.targets import Target, check_disjoint, parse_target, preserved_targets
 from dg_jax.loading import load_adp, load_unet
 from dg_jax.models.classifier import AttributeClassifier
@@ -44,9 +46,9 @@ from dg_jax.parallel import (
     local_rows,
     replicate,
 )
-from dg_jax.sampling import GUIDANCE_METHODS as SAMPLER_GUIDANCE_METHODS
 from dg_jax.sampling import TextConditioning, make_sampler
 from dg_jax.text_to_image import TextToImageConfig, load_labeller, split_model
+from dg_jax.wrappers import ImageGuidance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +109,18 @@ class GenerateConfig:
                             f"{len(prompts)} prompts equally often (a multiple of it)")
 
 
-GUIDANCE_METHODS = ("none", *SAMPLER_GUIDANCE_METHODS)
+GUIDANCE_METHODS = ("none", "distribution", "sample", "image")
+
+
+def guidance_for(config: GenerateConfig, adp, classifier, targets: list[Target]):
+    """What --method steers with (None: unguided)."""
+    if config.method == "none" or not targets:
+        return None
+    if config.method == "image":
+        return ImageGuidance(classifier, targets, config.guidance)
+    if config.method == "sample":
+        return SampleLevelGuidance(adp, targets, config.guidance)
+    return DistributionGuidance(adp, targets, config.guidance, config.distribution_scope)
 
 
 def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
@@ -170,12 +183,6 @@ def weak_attribute_warnings(report: dict, targets: list[Target]) -> list[str]:
                          f"its best step, {np.mean(per_step):.2f} over all): guidance on {a} "
                          "is weak and noisy; a better ADP for it (more h samples) helps")
     return lines
-
-
-def sample_keys(seed: int, indices: np.ndarray) -> jax.Array:
-    """One key per sample from (seed, global index): [B] typed keys."""
-    base = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.uint32))
 
 
 def make_labeller(classifier: AttributeClassifier):
@@ -264,11 +271,10 @@ def run(config: GenerateConfig) -> dict:
         context = global_batch(mesh, np.asarray(sd.encode_prompts(row_prompts)))
         uncond = replicate(sd.encode_prompts([config.text.negative_prompt])[0], mesh)
     try:
-        sample = make_sampler(unet, model_config, config.sampler, adp, targets, config.guidance,
-                              method=config.method if config.method != "none" else "distribution",
-                              classifier=classifier, mesh=mesh,
-                              distribution_scope=config.distribution_scope, text=text,
-                              vae=sd.vae if sd is not None else None)
+        sampler = make_sampler(unet, model_config, config.sampler,
+                               guidance_for(config, adp, classifier, targets), text=text,
+                               vae=sd.vae if sd is not None else None, mesh=mesh)
+        sample = jax.jit(sampler)
     except ValueError as e:  # an ADP for another UNet or for other timesteps
         raise UserError(str(e)) from None
     label = make_batch_labeller(classifier, targets, mesh, config.guard,
@@ -300,7 +306,8 @@ def run(config: GenerateConfig) -> dict:
             refs = replicate({t.name: deficit_distribution(
                 counts.get(t.name, np.zeros(len(t.probs))), t.array, int(valid.sum()))
                 for t in targets}, mesh)
-        images, trace = sample(keys_of(global_batch(mesh, index)), refs, context, uncond)
+        images, trace = sample(sampler.params, keys_of(global_batch(mesh, index)), refs,
+                               context, uncond)
         valid_rows = global_batch(mesh, valid)
         n = int(valid.sum())
         if "h_change" in trace:

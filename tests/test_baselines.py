@@ -10,10 +10,10 @@ from flax import nnx
 from helpers import TINY_CLASSIFIER, TINY_UNET
 
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
-from dg_jax.diffusion.samplers import output_per_epsilon, predict_x0_eps
+from dg_jax.diffusion.samplers import output_per_epsilon, predict_x0_eps, sample_keys
 from dg_jax.diffusion.schedules import ScheduleConfig, prediction_target
-from dg_jax.generation import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig, cell_probabilities
+from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
 from dg_jax.guidance.sample_level import cell_log_probability, draw_cells, sample_level_loss
 from dg_jax.guidance.targets import parse_target
 from dg_jax.models.adp import ADP, ADPConfig
@@ -21,6 +21,7 @@ from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet
 from dg_jax.sampling import make_sampler
+from dg_jax.wrappers import ImageGuidance
 
 NUM_CLASSES = {"hair": 2, "skin": 3}
 SAMPLER = SamplerConfig(num_steps=3, eta=0.0)
@@ -96,8 +97,10 @@ def sample_with(models, method, scale):
     model_config = ModelConfig(unet.config, ScheduleConfig(), DEFAULT_SAMPLING)
     targets = [parse_target("hair=0.5,0.5", {"hair": 2})] if method else []
     guidance = GuidanceConfig(scale=scale, temperature=1.0, schedule="constant", start_step=0)
-    sample = make_sampler(unet, model_config, SAMPLER, adp, targets, guidance,
-                          method=method or "distribution", classifier=classifier)
+    spec = {None: None, "distribution": DistributionGuidance(adp, targets, guidance),
+            "sample": SampleLevelGuidance(adp, targets, guidance),
+            "image": ImageGuidance(classifier, targets, guidance)}[method]
+    sample = make_sampler(unet, model_config, SAMPLER, spec).jitted()
     images, trace = sample(sample_keys(0, np.arange(6)))
     return np.asarray(images), trace
 

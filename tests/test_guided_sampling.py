@@ -1,5 +1,7 @@
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -8,9 +10,10 @@ from helpers import TINY_CLASSIFIER, TINY_UNET
 from dg_jax import configs
 from dg_jax.checkpoints import save_bundle
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
+from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.diffusion.schedules import ScheduleConfig
-from dg_jax.generation import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.methods import DistributionGuidance
 from dg_jax.guidance.targets import parse_target
 from dg_jax.loading import save_unet
 from dg_jax.models.adp import ADP, ADPConfig
@@ -38,7 +41,8 @@ def adp():
 
 def run(unet, adp, scale, targets=TARGETS):
     guidance = GuidanceConfig(scale=scale, temperature=1.0, schedule="constant")
-    sample = make_sampler(unet, MODEL_CONFIG, SAMPLER, adp, targets, guidance)
+    method = DistributionGuidance(adp, targets, guidance) if adp is not None else None
+    sample = make_sampler(unet, MODEL_CONFIG, SAMPLER, method).jitted()
     images, trace = sample(sample_keys(0, np.arange(8)))
     return np.asarray(images), {k: np.asarray(v) for k, v in trace.get("p_hat", {}).items()}
 
@@ -84,11 +88,13 @@ def test_one_unet_evaluation_per_step(unet, adp, monkeypatch):
 def test_adp_for_another_unet_is_refused(unet):
     config = ADPConfig(attributes=(("hair", 2),), h_shape=(8, 8, 32))
     with pytest.raises(ValueError, match="ADP and UNet do not match"):
-        make_sampler(unet, MODEL_CONFIG, SAMPLER, ADP(config, rngs=nnx.Rngs(0)), TARGETS)
+        make_sampler(unet, MODEL_CONFIG, SAMPLER,
+                     DistributionGuidance(ADP(config, rngs=nnx.Rngs(0)), TARGETS))
     per_step = ADPConfig(attributes=(("hair", 2),), h_shape=TINY_UNET.h_shape,
                          kind="linear_per_step", timesteps=(999, 500, 0))
     with pytest.raises(ValueError, match="per-step ADP was trained for 3"):
-        make_sampler(unet, MODEL_CONFIG, SAMPLER, ADP(per_step, rngs=nnx.Rngs(0)), TARGETS)
+        make_sampler(unet, MODEL_CONFIG, SAMPLER,
+                     DistributionGuidance(ADP(per_step, rngs=nnx.Rngs(0)), TARGETS))
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +162,25 @@ def test_bad_guidance_input_is_one_line_and_exit_2(bundles, tmp_path, capsys, ex
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "bad").exists()  # nothing written
+
+
+def test_the_sampler_runs_inside_the_callers_jit_and_new_params_do_not_recompile(unet, adp):
+    guidance = GuidanceConfig(scale=50.0, temperature=1.0, schedule="constant")
+    sampler = make_sampler(unet, MODEL_CONFIG, SAMPLER, DistributionGuidance(adp, TARGETS, guidance))
+    traced = []
+
+    @jax.jit
+    def mean_image_and_last_p_hat(params, keys):  # the caller's own program around it
+        traced.append(1)
+        images, trace = sampler(params, keys)
+        return images.mean(0), trace["p_hat"]["hair"][-1]
+
+    keys = sample_keys(0, np.arange(4))
+    first = mean_image_and_last_p_hat(sampler.params, keys)
+    tuned = jax.tree.map(lambda p: p * 1.05 if jnp.issubdtype(p.dtype, jnp.floating) else p,
+                         sampler.params)  # e.g. fine-tuned weights, same structure
+    second = mean_image_and_last_p_hat(tuned, keys)
+    assert len(traced) == 1  # one compilation for both
+    assert not np.allclose(first[0], second[0])
+    # the same numbers as the sampler's own jitted form
+    np.testing.assert_allclose(first[0], sampler.jitted()(keys)[0].mean(0), atol=1e-6)

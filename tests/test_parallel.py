@@ -9,9 +9,10 @@ from helpers import TINY_UNET
 
 from dg_jax.balance import deficit_distribution, max_deviation
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
+from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.diffusion.schedules import ScheduleConfig
-from dg_jax.generation import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.methods import DistributionGuidance
 from dg_jax.guidance.targets import parse_target
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.config import ModelConfig
@@ -32,10 +33,10 @@ def models():
     return UNet(TINY_UNET, rngs=nnx.Rngs(0)), adp
 
 
-def sampler(models, **kw):
+def sampler(models, mesh=None, scope="global"):
     unet, adp = models
-    return make_sampler(unet, MODEL_CONFIG, SamplerConfig(num_steps=3, eta=0.0), adp, TARGETS,
-                        GUIDANCE, **kw)
+    return make_sampler(unet, MODEL_CONFIG, SamplerConfig(num_steps=3, eta=0.0),
+                        DistributionGuidance(adp, TARGETS, GUIDANCE, scope), mesh=mesh).jitted()
 
 
 def test_there_are_several_devices():
@@ -52,7 +53,7 @@ def test_global_scope_over_devices_matches_one_device(models):
 
 def test_local_scope_guides_each_device_batch_on_its_own(models):
     mesh = data_mesh()
-    local, trace = sampler(models, mesh=mesh, distribution_scope="local")(KEYS)
+    local, trace = sampler(models, mesh=mesh, scope="local")(KEYS)
     rows = len(KEYS) // mesh.size
     alone = [sampler(models)(KEYS[i:i + rows]) for i in range(0, len(KEYS), rows)]
     np.testing.assert_allclose(np.asarray(local), np.concatenate([a[0] for a in alone]),

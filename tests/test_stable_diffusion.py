@@ -12,13 +12,15 @@ from flax import nnx
 
 from dg_jax.diffusion import samplers
 from dg_jax.diffusion.sampler_config import SamplerConfig
-from dg_jax.generation import sample_keys
+from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.methods import DistributionGuidance
 from dg_jax.guidance.targets import parse_target
 from dg_jax.loading import from_diffusers
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.stable_diffusion import StableDiffusion
 from dg_jax.sampling import TextConditioning, make_sampler
+from dg_jax.wrappers import ImageGuidance
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -105,7 +107,7 @@ def test_classifier_free_guided_ddim_matches_diffusers(pipeline_dir, loaded):
                         width=16, latents=torch.from_numpy(x_T.transpose(0, 3, 1, 2)),
                         output_type="np").images  # [B, H, W, 3] in [0, 1]
     sampler = make_sampler(sd.unet, config, SamplerConfig(num_steps=4, method="ddim", eta=0.0),
-                           text=TextConditioning(cfg_scale=3.0), vae=sd.vae)
+                           text=TextConditioning(cfg_scale=3.0), vae=sd.vae).jitted()
     images, _ = sampler(keys, context=sd.encode_prompts(prompts),
                         uncond_context=sd.encode_prompts([""])[0])
     assert images.shape == (2, 16, 16, 3)
@@ -126,8 +128,9 @@ def test_distribution_guidance_per_prompt_group(loaded):
     targets = [parse_target("a=0.5,0.5", adp.config.num_classes)]
     sampler_config = SamplerConfig(num_steps=3, method="ddim", eta=1.0)
     text = TextConditioning(cfg_scale=2.0, group_size=2)
-    guided = make_sampler(sd.unet, config, sampler_config, adp, targets,
-                          GuidanceConfig(scale=1e4, start_step=0), text=text)
+    guided = make_sampler(sd.unet, config, sampler_config,
+                          DistributionGuidance(adp, targets, GuidanceConfig(scale=1e4, start_step=0)),
+                          text=text).jitted()
     uncond = sd.encode_prompts([""])[0]
     keys = sample_keys(0, np.arange(4))
     first = sd.encode_prompts(["a cat"] * 2 + ["a dog"] * 2)
@@ -139,9 +142,10 @@ def test_distribution_guidance_per_prompt_group(loaded):
     np.testing.assert_array_equal(images_1[:2], images_2[:2])
     assert not np.allclose(images_1[2:], images_2[2:])
 
-    unguided = make_sampler(sd.unet, config, sampler_config, text=text)
-    off = make_sampler(sd.unet, config, sampler_config, adp, targets, GuidanceConfig(scale=0.0),
-                       text=text)
+    unguided = make_sampler(sd.unet, config, sampler_config, text=text).jitted()
+    off = make_sampler(sd.unet, config, sampler_config,
+                       DistributionGuidance(adp, targets, GuidanceConfig(scale=0.0)),
+                       text=text).jitted()
     plain, _ = unguided(keys, context=first, uncond_context=uncond)
     np.testing.assert_array_equal(off(keys, context=first, uncond_context=uncond)[0], plain)
     assert not np.allclose(images_1, plain)
@@ -154,12 +158,12 @@ def test_text_conditional_sampler_misuse_is_named(loaded):
     adp = tiny_adp(sd)
     targets = [parse_target("a=0.5,0.5", adp.config.num_classes)]
     with pytest.raises(ValueError, match="latent models"):
-        make_sampler(sd.unet, config, SamplerConfig(num_steps=2), adp, targets,
-                     method="image", classifier=object(), text=TextConditioning(), vae=sd.vae)
+        make_sampler(sd.unet, config, SamplerConfig(num_steps=2),
+                     ImageGuidance(object(), targets), text=TextConditioning(), vae=sd.vae)
     with pytest.raises(ValueError, match="cfg_scale"):
         TextConditioning(cfg_scale=0.5)
     sampler = make_sampler(sd.unet, config, SamplerConfig(num_steps=2),
-                           text=TextConditioning(), vae=sd.vae)
+                           text=TextConditioning(), vae=sd.vae).jitted()
     with pytest.raises(ValueError, match="needs context"):
         sampler(jax.random.split(jax.random.key(0), 2))
 

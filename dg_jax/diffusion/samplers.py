@@ -25,6 +25,13 @@ ModelFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]]
 METHODS = ("ddim", "ddpm", "dpm++2m")
 
 
+def sample_keys(seed: int, indices) -> jax.Array:
+    """The keys of samples `indices` [B] of a run with this seed: [B] typed keys
+    fold_in(key(seed), index). A sample's images depend only on (seed, its index)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(indices, jnp.uint32))
+
+
 def sampling_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "trailing",
                        steps_offset: int = 0, multistep: bool = False) -> np.ndarray:
     """Descending int32 timesteps [num_steps], spaced as diffusers' `timestep_spacing`.

@@ -11,8 +11,8 @@ travels in `Encoded.context` to `decode`, which may be given another one (classi
 decodes the conditional branch's edited h).
 
     model = UNet(UNetConfig(), rngs=nnx.Rngs(0))
-    h, skips, temb = model.encode(x, t)      # x: [B, H, W, C], t: [B]
-    eps = model.decode(h + delta, skips, temb)
+    enc = model.encode(x, t)                  # x: [B, H, W, C], t: [B]; enc.h, .skips, .temb
+    eps = model.decode(enc.h + delta, enc.skips, enc.temb)
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ from dg_jax.data.hspace import encode_h_record
 from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.data.label_file import LabelFile
 from dg_jax.diffusion.sampler_config import SamplerConfig
+from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.errors import UserError
-from dg_jax.generation import load_model, make_labeller, sample_keys
+from dg_jax.generation import load_model, make_labeller
 from dg_jax.sampling import TextConditioning, make_h_inverter, make_sampler, sampling_plan
 from dg_jax.text_to_image import TextToImageConfig, load_labeller, split_model
 
@@ -85,7 +86,7 @@ def collect(config: CollectConfig) -> dict:
     if config.source == "generate":
         text = TextConditioning(config.text.cfg_scale) if sd is not None else None
         sample = make_sampler(unet, model_config, config.sampler, record_h=True, text=text,
-                              vae=sd.vae if sd is not None else None)
+                              vae=sd.vae if sd is not None else None).jitted()
         prompts = config.text.prompts
         uncond = sd.encode_prompts([config.text.negative_prompt])[0] if sd is not None else None
 
