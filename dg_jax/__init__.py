@@ -5,6 +5,7 @@ The public API (docs/API.md): loading models, targets, guidance and the sampler.
 
 __version__ = "0.2.0.dev0"
 
+from dg_jax.balanced import BalancedSet, generate_balanced
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.guidance.distribution import GuidanceConfig
@@ -15,8 +16,8 @@ from dg_jax.sampling import Sampler, TextConditioning, make_sampler
 from dg_jax.wrappers import ImageGuidance, classifier_free, h_edit_model
 
 __all__ = [
-    "DistributionGuidance", "GuidanceConfig", "ImageGuidance", "SampleLevelGuidance", "Sampler",
-    "SamplerConfig", "Target", "TextConditioning", "classifier_free", "from_diffusers",
-    "h_edit_model", "load_adp", "load_classifier", "load_unet", "make_sampler", "parse_target",
-    "sample_keys", "save_unet",
+    "BalancedSet", "DistributionGuidance", "GuidanceConfig", "ImageGuidance",
+    "SampleLevelGuidance", "Sampler", "SamplerConfig", "Target", "TextConditioning",
+    "classifier_free", "from_diffusers", "generate_balanced", "h_edit_model", "load_adp",
+    "load_classifier", "load_unet", "make_sampler", "parse_target", "sample_keys", "save_unet",
 ]

@@ -9,41 +9,33 @@ and any shard can be regenerated alone.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import pathlib
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 from PIL import Image
 from tqdm import tqdm
 
 from dg_jax import checkpoints, configs
-from dg_jax.balance import deficit_distribution, max_deviation
+from dg_jax.balance import max_deviation
+from dg_jax.balanced import Batch, BatchGenerator
 from dg_jax.data import generated
-from dg_jax.data.images import to_model_range, to_uint8
+from dg_jax.data.images import to_model_range
 from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
-from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.errors import UserError
-from dg_jax.guard import GuardConfig, QualityGuard, broken_counts, h_change_summary
+from dg_jax.guard import GuardConfig, QualityGuard
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
 from dg_jax.guidance.targets import Target, check_disjoint, parse_target, preserved_targets
 from dg_jax.loading import load_adp, load_unet
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.parallel import (
-    DATA_AXIS,
     batch_mesh,
-    batch_sharding,
     global_batch,
-    local_row_range,
-    local_rows,
     replicate,
 )
 from dg_jax.sampling import TextConditioning, make_sampler
@@ -208,42 +200,6 @@ def load_model(config):
     return unet, model_config, config
 
 
-def make_batch_labeller(classifier: AttributeClassifier | None, targets: list[Target],
-                        mesh: Mesh, guard: GuardConfig, reference_sharpness: float | None = None):
-    """Returns a jitted (images [G, H, W, 3] in [-1, 1], valid bool [G]) -> (uint8 images [G],
-    attribute -> probabilities [G, K], counts, broken) for a batch split over `mesh`. counts (the
-    same on every host; padding rows left out): attribute -> [K] and target name -> [prod K] cell
-    counts of the argmax labels; broken: the guard's counts of broken images by cause. Without a
-    classifier probs and counts are empty and only the images' own statistics are checked."""
-    graphdef, state = nnx.split(classifier) if classifier is not None else (None, None)
-    state = replicate(state, mesh) if state is not None else None
-    rows, everywhere = NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P())
-
-    @functools.partial(jax.jit, out_shardings=(rows, rows, everywhere, everywhere))
-    def label(state, images, valid):
-        broken_images = functools.partial(broken_counts, images, valid=valid, config=guard,
-                                          reference_sharpness=reference_sharpness)
-        images = to_uint8(images)
-        if classifier is None:
-            return images, {}, {}, broken_images(None)
-        logits = nnx.merge(graphdef, state)(to_model_range(images))
-        probs = {n: jax.nn.softmax(v.astype(jnp.float32), axis=-1) for n, v in logits.items()}
-        labels = {n: jnp.argmax(v, axis=-1) for n, v in logits.items()}
-        weight = valid.astype(jnp.int32)[:, None]
-
-        def count(index, size):
-            return jnp.sum(jax.nn.one_hot(index, size, dtype=jnp.int32) * weight, axis=0)
-
-        counts = {n: count(v, logits[n].shape[-1]) for n, v in labels.items()}
-        for t in targets:
-            cells = jnp.ravel_multi_index(tuple(labels[a] for a in t.attributes),
-                                          t.num_classes, mode="clip")
-            counts[t.name] = count(cells, len(t.probs))
-        return images, probs, counts, broken_images(probs)
-
-    return lambda images, valid: label(state, images, valid)
-
-
 def run(config: GenerateConfig) -> dict:
     """Generates the data set (continuing after the shards already complete) over every device
     of every host, and returns the manifest."""
@@ -254,90 +210,26 @@ def run(config: GenerateConfig) -> dict:
     # The labeller; image guidance steers with it too. None for a real model without one.
     classifier = load_labeller(config.text, config.classifier, sd is not None)
     adp, targets, unguided = load_guidance(config, classifier)
-    if config.balance == "dataset" and targets and classifier is None:
-        raise UserError("--balance dataset counts the labels of written images: it needs a "
-                        "--classifier (or use --balance batch)")
-    prompts = config.text.prompts
-    group = config.batch_size // len(prompts) if sd is not None else 1
-    try:
-        mesh = batch_mesh(config.batch_size, group)  # each device holds whole prompt groups
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    text, context, uncond, row_prompts = None, None, None, []
-    if sd is not None:
-        text = TextConditioning(config.text.cfg_scale, group)
-        # the same prompt layout in every batch: row r has prompt r // group
-        row_prompts = [prompts[r // group] for r in range(config.batch_size)]
-        context = global_batch(mesh, np.asarray(sd.encode_prompts(row_prompts)))
-        uncond = replicate(sd.encode_prompts([config.text.negative_prompt])[0], mesh)
-    try:
-        sampler = make_sampler(unet, model_config, config.sampler,
-                               guidance_for(config, adp, classifier, targets), text=text,
-                               vae=sd.vae if sd is not None else None, mesh=mesh)
-        sample = jax.jit(sampler)
-    except ValueError as e:  # an ADP for another UNet or for other timesteps
-        raise UserError(str(e)) from None
-    label = make_batch_labeller(classifier, targets, mesh, config.guard,
-                                unguided.get("sharpness"))
-    summarise_h = jax.jit(h_change_summary, out_shardings=NamedSharding(mesh, P()))
     wanted = configs.to_recorded_dict(config, later_fields=("text",))
     # Neither writing PNGs as well nor how broken images are handled changes the images, so
     # a rerun may change them (e.g. --on-degenerate warn after a stop).
     wanted.pop("png")
     wanted.pop("guard")
+    generate, row_prompts = make_batch_generator(config, unet, model_config, sd, classifier, adp,
+                                                 targets, unguided)
     writer = DatasetWriter(config.out, wanted, config.num_images, config.shard_size)
+    progress = writer.progress or {}
+    generate.counts = {k: np.asarray(v, np.int64) for k, v in progress.get("counts", {}).items()}
+    # a resumed run continues the counts and the guard's tallies of the shards written
+    generate.guard = QualityGuard(config.guard, progress.get("quality"), guided=bool(targets))
     out = pathlib.Path(config.out)
     if config.png:
         (out / "png").mkdir(exist_ok=True)
-    progress = writer.progress or {}
-    counts = {k: np.asarray(v, np.int64) for k, v in progress.get("counts", {}).items()}
-    guard = QualityGuard(config.guard, progress.get("quality"), guided=bool(targets))
-    batch = config.batch_size
-    lo_row, hi_row = local_row_range(mesh, batch)
-    keys_of = jax.jit(functools.partial(sample_keys, config.seed),
-                      out_shardings=batch_sharding(mesh))
-
-    def generate_batch(start: int, stop: int) -> list[bytes]:
-        """Global batch [start, start + batch) (rows >= stop are padding); this host's records."""
-        index = np.arange(start, start + batch)
-        valid = index < stop
-        refs = None
-        if config.balance == "dataset" and targets:
-            refs = replicate({t.name: deficit_distribution(
-                counts.get(t.name, np.zeros(len(t.probs))), t.array, int(valid.sum()))
-                for t in targets}, mesh)
-        images, trace = sample(sampler.params, keys_of(global_batch(mesh, index)), refs,
-                               context, uncond)
-        valid_rows = global_batch(mesh, valid)
-        n = int(valid.sum())
-        if "h_change" in trace:
-            guard.add_h_change(jax.device_get(summarise_h(trace["h_change"], valid_rows)), n)
-        images, probs, batch_counts, broken = label(images, valid_rows)
-        # Stops here (on_degenerate "stop") before anything of the batch is kept or counted.
-        problem = guard.check_batch(jax.device_get(broken), n, start)
-        if problem:
-            bar.write(f"warning: {problem}")
-        for k, v in jax.device_get(batch_counts).items():
-            counts[k] = counts.get(k, 0) + np.asarray(v, np.int64)
-        images = local_rows(images)
-        probs = {n: local_rows(v) for n, v in probs.items()}
-        records = []
-        for j in range(hi_row - lo_row):
-            i = index[lo_row + j]
-            if i >= stop:
-                break
-            p = {n: v[j] for n, v in probs.items()}
-            records.append(generated.encode_record(
-                images[j], i, config.seed, {n: int(np.argmax(v)) for n, v in p.items()}, p,
-                row_prompts[lo_row + j] if sd is not None else None))
-            if config.png:
-                Image.fromarray(images[j]).save(out / "png" / f"{i:08d}.png")
-        return records
-
     first = writer.next_shard
     done = writer.shard_range(first)[0] if first < writer.num_shards else config.num_images
     bar = tqdm(total=config.num_images, initial=done, unit="img", dynamic_ncols=True,
                desc=f"generate (host {writer.host}/{writer.hosts})")
+    generate.warn = bar.write
     start_time, made = time.time(), 0
     try:  # closed before an error is printed, so that the error is the last line
         for shard in range(first, writer.num_shards):
@@ -345,25 +237,66 @@ def run(config: GenerateConfig) -> dict:
             if writer.hosts > 1:
                 bar.write(f"host {writer.host}: shard {shard} (images {lo}..{hi - 1})")
             records = []
-            for start in range(lo, hi, batch):
-                records.extend(generate_batch(start, hi))
-                made += min(batch, hi - start)
-                bar.update(min(batch, hi - start))
-                problem = guard.check_shares(counts, targets, start + min(batch, hi - start))
-                if problem:
-                    bar.write(f"warning: {problem}")
-                bar.set_postfix_str(status_text(counts, targets, classifier, guard), refresh=False)
+            for start in range(lo, hi, config.batch_size):
+                batch = generate(start, hi)
+                records += encode_records(batch, config.seed, row_prompts)
+                if config.png:
+                    for i, image in zip(batch.index, batch.images):
+                        Image.fromarray(image).save(out / "png" / f"{i:08d}.png")
+                made += min(config.batch_size, hi - start)
+                bar.update(min(config.batch_size, hi - start))
+                bar.set_postfix_str(status_text(generate.counts, targets, classifier,
+                                                generate.guard), refresh=False)
             writer.write_part(shard, records)
-            writer.commit(shard, {**summarise(counts, targets, writer.shard_range(shard)[1]),
-                                  "quality": guard.summary()})
+            writer.commit(shard, {**summarise(generate.counts, targets, hi),
+                                  "quality": generate.guard.summary()})
     finally:
         bar.close()
     elapsed = time.time() - start_time
     manifest = writer.record_run({"generated": made, "seconds": round(elapsed, 2),
                                   "images_per_second": round(made / elapsed, 3) if made else None})
-    if writer.host == 0 and targets and counts:
+    if writer.host == 0 and targets and generate.counts:
         print(summary_table(manifest, targets))
     return manifest
+
+
+def make_batch_generator(config: GenerateConfig, unet, model_config, sd, classifier, adp,
+                         targets: list[Target], unguided: dict):
+    """(BatchGenerator for the run, the prompt of each row of a batch) on a mesh over every
+    device that the batch (in whole prompt groups) splits over."""
+    prompts = config.text.prompts
+    group = config.batch_size // len(prompts) if sd is not None else 1
+    text, context, uncond, row_prompts = None, None, None, None
+    try:
+        mesh = batch_mesh(config.batch_size, group)  # each device holds whole prompt groups
+        if sd is not None:
+            text = TextConditioning(config.text.cfg_scale, group)
+            # the same prompt layout in every batch: row r has prompt r // group
+            row_prompts = [prompts[r // group] for r in range(config.batch_size)]
+            context = global_batch(mesh, np.asarray(sd.encode_prompts(row_prompts)))
+            uncond = replicate(sd.encode_prompts([config.text.negative_prompt])[0], mesh)
+        sampler = make_sampler(unet, model_config, config.sampler,
+                               guidance_for(config, adp, classifier, targets), text=text,
+                               vae=sd.vae if sd is not None else None, mesh=mesh)
+        generate = BatchGenerator(sampler, classifier, targets, mesh, seed=config.seed,
+                                  batch_size=config.batch_size, balance=config.balance,
+                                  guard=QualityGuard(config.guard, guided=bool(targets)),
+                                  reference_sharpness=unguided.get("sharpness"),
+                                  context=context, uncond_context=uncond)
+    except ValueError as e:  # e.g. an ADP for another UNet or for other timesteps
+        raise UserError(str(e)) from None
+    return generate, row_prompts
+
+
+def encode_records(batch: Batch, seed: int, row_prompts: list[str] | None) -> list[bytes]:
+    """The data set's records of one batch (generated.encode_record)."""
+    records = []
+    for j, i in enumerate(batch.index):
+        p = {n: v[j] for n, v in batch.probs.items()}
+        records.append(generated.encode_record(
+            batch.images[j], i, seed, {n: int(np.argmax(v)) for n, v in p.items()}, p,
+            row_prompts[batch.rows[j]] if row_prompts is not None else None))
+    return records
 
 
 def summarise(counts: dict[str, np.ndarray], targets: list[Target], num_images: int) -> dict:

@@ -92,6 +92,7 @@ class Sampler:
     fn: Callable
     params: nnx.State
     refs: dict
+    mesh: Mesh | None = None  # the device mesh it splits the batch over (None: one device)
 
     def __call__(self, params, keys, refs=None, context=None, uncond_context=None):
         return self.fn(params, keys, self.refs if refs is None else refs, context, uncond_context)
@@ -161,7 +162,7 @@ def make_sampler(unet: UNet, model_config: ModelConfig, config: SamplerConfig,
                                in_specs=(P(), P(DATA_AXIS), P(), P(DATA_AXIS), P()),
                                out_specs=(P(DATA_AXIS), trace_specs(guidance, group, record_h)))
         params = replicate(params, mesh)
-    return Sampler(sample, params, default_refs(getattr(guidance, "targets", ())))
+    return Sampler(sample, params, default_refs(getattr(guidance, "targets", ())), mesh)
 
 
 def check_sampler_inputs(unet: UNet, timesteps: np.ndarray, guidance: Guidance | None,

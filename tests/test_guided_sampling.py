@@ -8,14 +8,17 @@ from flax import nnx
 from helpers import TINY_CLASSIFIER, TINY_UNET
 
 from dg_jax import configs
+from dg_jax.balanced import generate_balanced
 from dg_jax.checkpoints import save_bundle
+from dg_jax.data import read_generated
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.guard import GuardConfig
 from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.guidance.methods import DistributionGuidance
 from dg_jax.guidance.targets import parse_target
-from dg_jax.loading import save_unet
+from dg_jax.loading import load_classifier, save_unet
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
@@ -184,3 +187,24 @@ def test_the_sampler_runs_inside_the_callers_jit_and_new_params_do_not_recompile
     assert not np.allclose(first[0], second[0])
     # the same numbers as the sampler's own jitted form
     np.testing.assert_allclose(first[0], sampler.jitted()(keys)[0].mean(0), atol=1e-6)
+
+
+def test_generate_balanced_in_memory_is_the_cli_writers_data_set(bundles, unet, adp, tmp_path):
+    # the same images, labels and shares as the CLI writes, with dataset-level balance
+    args = cli_args(bundles, tmp_path / "cli", "--method", "distribution", "--adp",
+                    str(bundles / "adp"), "--target", "hair=0.5,0.5", "--guidance-scale", "3",
+                    "--num-images", "6", "--batch-size", "4")
+    assert generate.main(args) == 0
+    written = read_generated(tmp_path / "cli")
+    classifier = load_classifier(bundles / "clf")
+    targets = [parse_target("hair=0.5,0.5", {"hair": 2})]
+    config, _ = generate.parse_args(args)  # the CLI's guidance and sampler settings
+    sampler = make_sampler(unet, MODEL_CONFIG, config.sampler,
+                           DistributionGuidance(adp, targets, config.guidance))
+    result = generate_balanced(sampler, classifier, targets, 6, batch_size=4,
+                               guard=GuardConfig(on_degenerate="warn"))
+    assert result.images.shape == (6, 8, 8, 3) and list(result.index) == list(range(6))
+    np.testing.assert_array_equal(result.images, written["image"])
+    np.testing.assert_array_equal(result.labels["hair"], written["label_hair"])
+    manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
+    np.testing.assert_allclose(result.shares["hair"], manifest["shares"]["hair"])

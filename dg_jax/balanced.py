@@ -1,0 +1,199 @@
+"""Labelled batches, one after another, each steered to what the images before it lack: the step
+the CLI's writer (`generation.run`) repeats, and `generate_balanced`, which returns a balanced
+set in memory.
+
+    sampler = make_sampler(unet, model_config, SamplerConfig(), DistributionGuidance(adp, targets))
+    result = generate_balanced(sampler, load_classifier(), targets, num_images=256)
+    result.images, result.labels["hair"], result.shares["hair"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dg_jax.balance import deficit_distribution
+from dg_jax.data.images import to_model_range, to_uint8
+from dg_jax.diffusion.samplers import sample_keys
+from dg_jax.guard import GuardConfig, QualityGuard, broken_counts, h_change_summary
+from dg_jax.guidance.targets import Target
+from dg_jax.models.classifier import AttributeClassifier
+from dg_jax.parallel import (
+    DATA_AXIS,
+    batch_sharding,
+    data_mesh,
+    global_batch,
+    local_row_range,
+    local_rows,
+    replicate,
+)
+from dg_jax.sampling import Sampler
+
+
+def make_batch_labeller(classifier: AttributeClassifier | None, targets: Sequence[Target],
+                        mesh: Mesh, guard: GuardConfig, reference_sharpness: float | None = None):
+    """Returns a jitted (images [G, H, W, 3] in [-1, 1], valid bool [G]) -> (uint8 images [G],
+    attribute -> probabilities [G, K], counts, broken) for a batch split over `mesh`. counts (the
+    same on every host; padding rows left out): attribute -> [K] and target name -> [prod K] cell
+    counts of the argmax labels; broken: the guard's counts of broken images by cause. Without a
+    classifier probs and counts are empty and only the images' own statistics are checked."""
+    graphdef, state = nnx.split(classifier) if classifier is not None else (None, None)
+    state = replicate(state, mesh) if state is not None else None
+    rows, everywhere = NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P())
+
+    @functools.partial(jax.jit, out_shardings=(rows, rows, everywhere, everywhere))
+    def label(state, images, valid):
+        broken_images = functools.partial(broken_counts, images, valid=valid, config=guard,
+                                          reference_sharpness=reference_sharpness)
+        images = to_uint8(images)
+        if classifier is None:
+            return images, {}, {}, broken_images(None)
+        logits = nnx.merge(graphdef, state)(to_model_range(images))
+        probs = {n: jax.nn.softmax(v.astype(jnp.float32), axis=-1) for n, v in logits.items()}
+        labels = {n: jnp.argmax(v, axis=-1) for n, v in logits.items()}
+        weight = valid.astype(jnp.int32)[:, None]
+
+        def count(index, size):
+            return jnp.sum(jax.nn.one_hot(index, size, dtype=jnp.int32) * weight, axis=0)
+
+        counts = {n: count(v, logits[n].shape[-1]) for n, v in labels.items()}
+        for t in targets:
+            cells = jnp.ravel_multi_index(tuple(labels[a] for a in t.attributes),
+                                          t.num_classes, mode="clip")
+            counts[t.name] = count(cells, len(t.probs))
+        return images, probs, counts, broken_images(probs)
+
+    return lambda images, valid: label(state, images, valid)
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """This host's valid rows of one global batch: index int [n] (global sample indices),
+    rows [n] (their rows in the global batch), images uint8 [n, H, W, 3], probs attribute ->
+    [n, K] (empty without a classifier)."""
+
+    index: np.ndarray
+    rows: np.ndarray
+    images: np.ndarray
+    probs: dict[str, np.ndarray]
+
+
+class BatchGenerator:
+    """Generates, labels and checks global batches over a device mesh, keeping the label counts
+    of everything generated so far. balance "dataset" steers each batch to what those counts
+    lack (`refs` from `deficit_distribution`), "batch" each batch to the targets on its own.
+
+    counts: attribute / target name -> cell counts so far (a resumed run's); guard: the
+    quality guard, which raises DegenerateOutputError on broken images (on_degenerate "stop")
+    before a batch is kept or counted; warn: where the guard's warnings go.
+    """
+
+    def __init__(self, sampler: Sampler, classifier: AttributeClassifier | None,
+                 targets: Sequence[Target], mesh: Mesh, *, seed: int, batch_size: int,
+                 balance: str = "dataset", guard: QualityGuard | None = None,
+                 reference_sharpness: float | None = None, counts: dict | None = None,
+                 context: jax.Array | None = None, uncond_context: jax.Array | None = None,
+                 warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
+        if balance not in ("dataset", "batch"):
+            raise ValueError(f"unknown balance {balance!r}; use dataset or batch")
+        if balance == "dataset" and targets and classifier is None:
+            raise ValueError("dataset-level balance counts the labels of the images so far: it "
+                             "needs a classifier (or balance by batch)")
+        self.sampler, self.sample = sampler, jax.jit(sampler)
+        self.targets, self.mesh, self.batch_size = list(targets), mesh, batch_size
+        self.balance, self.context, self.uncond_context = balance, context, uncond_context
+        self.guard = guard or QualityGuard(GuardConfig(), guided=bool(targets))
+        self.counts = {k: np.asarray(v, np.int64) for k, v in (counts or {}).items()}
+        self.warn = warn
+        self.label = make_batch_labeller(classifier, self.targets, mesh, self.guard.config,
+                                         reference_sharpness)
+        self.summarise_h = jax.jit(h_change_summary, out_shardings=NamedSharding(mesh, P()))
+        self.keys_of = jax.jit(functools.partial(sample_keys, seed),
+                               out_shardings=batch_sharding(mesh))
+        self.local_rows = local_row_range(mesh, batch_size)
+
+    def refs(self, num_valid: int):
+        """The distributions this batch is steered to (None: the targets' own)."""
+        if self.balance != "dataset" or not self.targets:
+            return None
+        return replicate({t.name: deficit_distribution(
+            self.counts.get(t.name, np.zeros(len(t.probs))), t.array, num_valid)
+            for t in self.targets}, self.mesh)
+
+    def __call__(self, start: int, stop: int) -> Batch:
+        """Global batch [start, start + batch_size); rows >= stop are padding, generated but
+        neither counted nor returned."""
+        index = np.arange(start, start + self.batch_size)
+        valid = index < stop
+        n = int(valid.sum())
+        images, trace = self.sample(self.sampler.params, self.keys_of(global_batch(self.mesh, index)),
+                                    self.refs(n), self.context, self.uncond_context)
+        valid_rows = global_batch(self.mesh, valid)
+        if "h_change" in trace:
+            self.guard.add_h_change(
+                jax.device_get(self.summarise_h(trace["h_change"], valid_rows)), n)
+        images, probs, batch_counts, broken = self.label(images, valid_rows)
+        problem = self.guard.check_batch(jax.device_get(broken), n, start)
+        if problem:
+            self.warn(f"warning: {problem}")
+        for k, v in jax.device_get(batch_counts).items():
+            self.counts[k] = self.counts.get(k, 0) + np.asarray(v, np.int64)
+        problem = self.guard.check_shares(self.counts, self.targets, start + n)
+        if problem:
+            self.warn(f"warning: {problem}")
+        lo, hi = self.local_rows
+        keep = valid[lo:hi]
+        return Batch(index[lo:hi][keep], np.arange(lo, hi)[keep], local_rows(images)[keep],
+                     {a: local_rows(v)[keep] for a, v in probs.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class BalancedSet:
+    """images uint8 [N, H, W, 3]; index [N]; labels / probs: attribute -> [N] / [N, K];
+    counts / shares: attribute and target name -> per class (cell) over the whole set (all
+    hosts); quality: the guard's summary."""
+
+    images: np.ndarray
+    index: np.ndarray
+    labels: dict[str, np.ndarray]
+    probs: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
+    shares: dict[str, np.ndarray]
+    quality: dict
+
+
+def generate_balanced(sampler: Sampler, classifier: AttributeClassifier | None,
+                      targets: Sequence[Target], num_images: int, *, seed: int = 0,
+                      batch_size: int = 64, balance: str = "dataset",
+                      guard: GuardConfig | None = None,
+                      reference_sharpness: float | None = None) -> BalancedSet:
+    """num_images labelled images whose labels meet the targets as a set (balance "dataset")
+    or batch by batch ("batch"), by the steps the CLI's writer takes, on the sampler's devices
+    (`make_sampler(..., mesh=...)`; batch_size a multiple of their count). With several hosts
+    each returns its own rows; counts and shares are global. reference_sharpness: the model's
+    unguided median sharpness, for the guard's washed-out check (None: not checked)."""
+    if num_images <= 0 or batch_size <= 0:
+        raise ValueError("num_images and batch_size must be positive")
+    mesh = sampler.mesh or data_mesh(jax.devices()[:1])
+    generate = BatchGenerator(sampler, classifier, targets, mesh, seed=seed,
+                              batch_size=batch_size, balance=balance,
+                              guard=QualityGuard(guard or GuardConfig(), guided=bool(targets)),
+                              reference_sharpness=reference_sharpness)
+    batches = [generate(start, num_images) for start in range(0, num_images, batch_size)]
+    probs = {a: np.concatenate([b.probs[a] for b in batches]) for a in batches[0].probs}
+    return BalancedSet(
+        images=np.concatenate([b.images for b in batches]),
+        index=np.concatenate([b.index for b in batches]),
+        labels={a: np.argmax(p, axis=-1) for a, p in probs.items()}, probs=probs,
+        counts=dict(generate.counts),
+        shares={k: v / num_images for k, v in generate.counts.items()},
+        quality=generate.guard.summary())
