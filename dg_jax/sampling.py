@@ -153,9 +153,10 @@ def make_sampler(unet: UNet, model_config: ModelConfig, config: SamplerConfig,
             # already global p_hat as it is)
             trace["p_hat"] = jax.lax.pmean(trace["p_hat"], axis)
         if autoencoder is not None:
-            return autoencoder.latents_to_images(x0), trace
-        # latents of a latent model sampled without its autoencoder: as they are
-        return (x0 if text is not None else jnp.clip(x0, -1, 1)), trace
+            x0 = autoencoder.latents_to_images(x0)
+        elif text is not None:  # latents of a latent model sampled without its autoencoder
+            return x0, trace
+        return jnp.clip(x0, -1, 1), trace
 
     if mesh is not None:
         sample = jax.shard_map(sample, mesh=mesh,
