@@ -59,7 +59,8 @@ def main_for(config_cls, run, doc: str, argv=None) -> int:
 
 def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
     """--steps, --spacing, --steps-offset, --sampler, --eta, --clip-sample (see SamplerConfig)."""
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps")
+    parser.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=50,
+                        help="sampling steps")
     parser.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
                         help="timestep spacing (default: the model's)")
     parser.add_argument("--steps-offset", type=int,
@@ -82,8 +83,11 @@ def add_text_flags(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--prompts-file", help="more prompts, one per line")
     t.add_argument("--negative-prompt", default="",
                    help="the unconditional branch of classifier-free guidance (default: empty)")
-    t.add_argument("--cfg-scale", type=float, default=TextToImageConfig.cfg_scale,
-                   help="classifier-free guidance weight (1: conditional branch only)")
+    t.add_argument("--guidance-scale", "--cfg-scale", dest="cfg_scale", type=float,
+                   help="classifier-free guidance weight w, u + w (c - u), as diffusers' "
+                        f"guidance_scale (default {TextToImageConfig.cfg_scale}; 1: the "
+                        "conditional branch only); the strength of distribution guidance is "
+                        "--push-scale")
     t.add_argument("--clip", default="", help="CLIPModel folder: zero-shot labels")
     t.add_argument("--class-prompt", action="append", default=[],
                    help="with --clip, per attribute: ATTR=prompt for class 0|prompt for class "
@@ -98,8 +102,12 @@ def text_from_flags(args: argparse.Namespace) -> TextToImageConfig:
                 prompts += [line.strip() for line in f if line.strip()]
         except OSError as e:
             raise UserError(f"cannot read --prompts-file: {e}") from None
+    if args.cfg_scale is not None and not prompts:
+        raise UserError("--guidance-scale is classifier-free guidance, for text models with "
+                        "--prompt; the strength of distribution guidance is --push-scale")
+    cfg_scale = TextToImageConfig.cfg_scale if args.cfg_scale is None else args.cfg_scale
     return TextToImageConfig(prompts=tuple(prompts), negative_prompt=args.negative_prompt,
-                             cfg_scale=args.cfg_scale, clip=args.clip,
+                             cfg_scale=cfg_scale, clip=args.clip,
                              class_prompts=tuple(args.class_prompt))
 
 

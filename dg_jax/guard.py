@@ -160,7 +160,7 @@ class QualityGuard:
             return None
         named = ", ".join(f"{k} {c}" for c, k in counts.items() if k)
         advice = ("guidance pushed h too far for this model. Try a milder target, a smaller "
-                  "--guidance-scale or --max-h-step" if self.guided else
+                  "--push-scale or --max-h-step" if self.guided else
                   "the model's own samples look broken: check the checkpoint and the sampler "
                   "settings")
         return self._report(f"{bad} of {n} images from index {first_index} are broken "

@@ -25,7 +25,7 @@ class TextToImageConfig:
 
     def validate(self, classifier: str) -> None:
         if self.cfg_scale < 1:
-            raise UserError(f"--cfg-scale must be >= 1, got {self.cfg_scale}")
+            raise UserError(f"--guidance-scale must be >= 1, got {self.cfg_scale}")
         if bool(self.clip) != bool(self.class_prompts):
             raise UserError("--clip and --class-prompt go together: CLIP labels each attribute "
                             "by its class prompts")

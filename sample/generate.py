@@ -52,8 +52,10 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     g.add_argument("--adp", default="",
                    help="ADP bundle trained for --model (distribution, sample; default with the "
                         "embedded model: its shipped ADP)")
-    g.add_argument("--guidance-scale", type=float, default=GuidanceConfig.scale,
-                   help="per-sample step size s (batch-size independent)")
+    g.add_argument("--push-scale", type=float, default=GuidanceConfig.scale,
+                   help="how hard guidance pushes towards the targets at each step (the step "
+                        "size s, batch-size independent; default %(default)s); classifier-free "
+                        "guidance of text models is --guidance-scale")
     g.add_argument("--target-weight", action="append", default=[],
                    help="TARGET=W: weigh that target's loss W times (default 1), e.g. hair=2 "
                         "for an attribute that moves less per push; repeatable")
@@ -102,7 +104,7 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     sampler = sampler_from_flags(a)
     try:
         max_step = a.max_h_step if a.max_h_step not in (0.0, float("inf")) else None
-        guidance = GuidanceConfig(loss=a.guidance_loss, scale=a.guidance_scale,
+        guidance = GuidanceConfig(loss=a.guidance_loss, scale=a.push_scale,
                                   temperature=a.temperature, start_step=a.guidance_start,
                                   end_step=a.guidance_end, schedule=a.guidance_schedule,
                                   target_weights=tuple(a.target_weight), max_step=max_step,

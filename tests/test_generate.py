@@ -197,7 +197,7 @@ def test_guard_stops_an_unbounded_huge_push_and_writes_nothing(tmp_path, capsys)
     """Without the trust region a huge scale breaks the images: the run stops with one line
     naming the cause, exit 2, nothing written; with the default bound the same push is safe."""
     args = ["--num-images", "4", "--batch-size", "4", "--steps", "4", "--method",
-            "distribution", "--target", "hair=0,1", "--guidance-scale", "1e9"]
+            "distribution", "--target", "hair=0,1", "--push-scale", "1e9"]
     out = tmp_path / "broken"
     assert cli.main(["--out", str(out), *args, "--max-h-step", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -210,10 +210,12 @@ def test_guard_stops_an_unbounded_huge_push_and_writes_nothing(tmp_path, capsys)
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--guidance-scale", "nan"], "guidance scale must be finite"),
+    (["--push-scale", "nan"], "guidance scale must be finite"),
     (["--temperature", "inf"], "guidance temperature must be finite"),
     (["--max-h-step", "nan"], "guidance max_step must be finite"),
     (["--target-weight", "hair=nan"], "bad target weight"),
+    # diffusers' name means classifier-free guidance, never the push on h
+    (["--guidance-scale", "3000"], "the strength of distribution guidance is --push-scale"),
 ])
 def test_non_finite_guidance_flags_are_refused_up_front(tmp_path, capsys, flags, message):
     out = tmp_path / "x"

@@ -120,7 +120,7 @@ def cli_args(root, out, *extra):
 
 def test_generate_cli_with_distribution_guidance(bundles, tmp_path):
     args = cli_args(bundles, tmp_path / "g", "--method", "distribution", "--adp",
-                    str(bundles / "adp"), "--target", "hair=0.5,0.5", "--guidance-scale", "3")
+                    str(bundles / "adp"), "--target", "hair=0.5,0.5", "--push-scale", "3")
     assert generate.main(args) == 0
     run = json.loads((tmp_path / "g" / "run.json").read_text())
     assert run["method"] == "distribution" and run["targets"] == ["hair=0.5,0.5"]
@@ -133,7 +133,7 @@ def test_generate_cli_with_distribution_guidance(bundles, tmp_path):
 def test_generate_cli_with_a_baseline(bundles, tmp_path, method, target):
     # the tiny ADP knows hair only; image guidance steers with the classifier's 4 attributes
     args = cli_args(bundles, tmp_path / method, "--method", method, "--adp", str(bundles / "adp"),
-                    *target, "--guidance-scale", "2")
+                    *target, "--push-scale", "2")
     assert generate.main(args) == 0
     manifest = json.loads((tmp_path / method / "manifest.json").read_text())
     assert manifest["num_images"] == 4 and manifest["config"]["method"] == method
@@ -192,7 +192,7 @@ def test_the_sampler_runs_inside_the_callers_jit_and_new_params_do_not_recompile
 def test_generate_balanced_in_memory_is_the_cli_writers_data_set(bundles, unet, adp, tmp_path):
     # the same images, labels and shares as the CLI writes, with dataset-level balance
     args = cli_args(bundles, tmp_path / "cli", "--method", "distribution", "--adp",
-                    str(bundles / "adp"), "--target", "hair=0.5,0.5", "--guidance-scale", "3",
+                    str(bundles / "adp"), "--target", "hair=0.5,0.5", "--push-scale", "3",
                     "--num-images", "6", "--batch-size", "4")
     assert generate.main(args) == 0
     written = read_generated(tmp_path / "cli")

@@ -51,7 +51,7 @@ def test_two_processes_make_the_single_process_data_set(bundles, tmp_path):
     args = ["--model", str(bundles / "unet"), "--classifier", str(bundles / "clf"),
             "--adp", str(bundles / "adp"), "--num-images", "20", "--batch-size", "8",
             "--shard-size", "8", "--steps", "3", "--method", "distribution",
-            "--target", "hair=0.5,0.5", "--guidance-scale", "50", "--temperature", "1",
+            "--target", "hair=0.5,0.5", "--push-scale", "50", "--temperature", "1",
             "--on-degenerate", "warn"]  # a random UNet makes noise
     assert generate.main(["--out", str(tmp_path / "one"), *args]) == 0  # 4 devices (conftest)
 

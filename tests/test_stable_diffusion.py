@@ -194,7 +194,7 @@ def test_collect_train_generate_on_a_stable_diffusion_folder(pipeline_dir, tmp_p
 
     clip = tiny_clip_dir(tmp_path / "clip")
     labels = ["--clip", str(clip), "--class-prompt", "a=a photo of a cat|a photo of a dog",
-              "--cfg-scale", "2", "--steps", "2"]
+              "--guidance-scale", "2", "--steps", "2"]
     (tmp_path / "prompts.txt").write_text("a cat\n\na dog\n")
     assert collect_hspace.main(["--out", str(tmp_path / "h"), "--model", str(pipeline_dir),
                                 "--prompts-file", str(tmp_path / "prompts.txt"),
