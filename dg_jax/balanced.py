@@ -39,6 +39,20 @@ from dg_jax.parallel import (
 from dg_jax.sampling import Sampler
 
 
+def label_probabilities(classifier: AttributeClassifier, images: jax.Array
+                        ) -> dict[str, jax.Array]:
+    """uint8 images [B, H, W, 3] -> attribute -> the classifier's probabilities [B, K] (float32)."""
+    logits = classifier(to_model_range(images))
+    return {n: jax.nn.softmax(v.astype(jnp.float32), axis=-1) for n, v in logits.items()}
+
+
+def make_labeller(classifier: AttributeClassifier):
+    """Returns a jitted uint8 images [B, H, W, 3] -> attribute -> probabilities [B, K]."""
+    graphdef, state = nnx.split(classifier)
+    label = jax.jit(lambda state, images: label_probabilities(nnx.merge(graphdef, state), images))
+    return lambda images: label(state, images)
+
+
 def make_batch_labeller(classifier: AttributeClassifier | None, targets: Sequence[Target],
                         mesh: Mesh, guard: GuardConfig, reference_sharpness: float | None = None):
     """Returns a jitted (images [G, H, W, 3] in [-1, 1], valid bool [G]) -> (uint8 images [G],
@@ -57,15 +71,14 @@ def make_batch_labeller(classifier: AttributeClassifier | None, targets: Sequenc
         images = to_uint8(images)
         if classifier is None:
             return images, {}, {}, broken_images(None)
-        logits = nnx.merge(graphdef, state)(to_model_range(images))
-        probs = {n: jax.nn.softmax(v.astype(jnp.float32), axis=-1) for n, v in logits.items()}
-        labels = {n: jnp.argmax(v, axis=-1) for n, v in logits.items()}
+        probs = label_probabilities(nnx.merge(graphdef, state), images)
+        labels = {n: jnp.argmax(v, axis=-1) for n, v in probs.items()}
         weight = valid.astype(jnp.int32)[:, None]
 
         def count(index, size):
             return jnp.sum(jax.nn.one_hot(index, size, dtype=jnp.int32) * weight, axis=0)
 
-        counts = {n: count(v, logits[n].shape[-1]) for n, v in labels.items()}
+        counts = {n: count(v, probs[n].shape[-1]) for n, v in labels.items()}
         for t in targets:
             cells = jnp.ravel_multi_index(tuple(labels[a] for a in t.attributes),
                                           t.num_classes, mode="clip")

@@ -13,9 +13,7 @@ import pathlib
 import sys
 import time
 
-import jax
 import numpy as np
-from flax import nnx
 from PIL import Image
 from tqdm import tqdm
 
@@ -23,7 +21,6 @@ from dg_jax import checkpoints, configs
 from dg_jax.balance import max_deviation
 from dg_jax.balanced import Batch, BatchGenerator
 from dg_jax.data import generated
-from dg_jax.data.images import to_model_range
 from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
@@ -175,18 +172,6 @@ def weak_attribute_warnings(report: dict, targets: list[Target]) -> list[str]:
                          f"its best step, {np.mean(per_step):.2f} over all): guidance on {a} "
                          "is weak and noisy; a better ADP for it (more h samples) helps")
     return lines
-
-
-def make_labeller(classifier: AttributeClassifier):
-    """Returns a jitted uint8 images [B, H, W, 3] -> attribute -> probabilities [B, K]."""
-    graphdef, state = nnx.split(classifier)
-
-    @jax.jit
-    def label(state, images):
-        logits = nnx.merge(graphdef, state)(to_model_range(images))
-        return {n: jax.nn.softmax(v, axis=-1) for n, v in logits.items()}
-
-    return lambda images: label(state, images)
 
 
 def load_model(config):

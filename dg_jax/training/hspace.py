@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dg_jax import configs
+from dg_jax.balanced import make_labeller
 from dg_jax.data import shards, synthfaces
 from dg_jax.data.hspace import encode_h_record
 from dg_jax.data.images import to_model_range, to_uint8
@@ -28,7 +29,7 @@ from dg_jax.data.label_file import LabelFile
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.errors import UserError
-from dg_jax.generation import load_model, make_labeller
+from dg_jax.generation import load_model
 from dg_jax.sampling import TextConditioning, make_h_inverter, make_sampler, sampling_plan
 from dg_jax.text_to_image import TextToImageConfig, load_labeller, split_model
 
