@@ -31,7 +31,7 @@ from dg_jax.guidance.distribution import (
     class_probabilities,
     target_weights,
 )
-from dg_jax.guidance.methods import Edit, ScaleAt
+from dg_jax.guidance.methods import Edit, ScaleAt, checked_targets
 from dg_jax.guidance.sample_level import draw_cells, sample_level_loss
 from dg_jax.guidance.targets import Target
 from dg_jax.models.classifier import AttributeClassifier
@@ -99,7 +99,7 @@ class ImageGuidance:
     config: GuidanceConfig = GuidanceConfig()
 
     def __post_init__(self):
-        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "targets", checked_targets(self.targets))
 
     @property
     def module(self) -> AttributeClassifier:

@@ -97,9 +97,10 @@ def sample_with(models, method, scale):
     model_config = ModelConfig(unet.config, ScheduleConfig(), DEFAULT_SAMPLING)
     targets = [parse_target("hair=0.5,0.5", {"hair": 2})] if method else []
     guidance = GuidanceConfig(scale=scale, temperature=1.0, schedule="constant", start_step=0)
-    spec = {None: None, "distribution": DistributionGuidance(adp, targets, guidance),
-            "sample": SampleLevelGuidance(adp, targets, guidance),
-            "image": ImageGuidance(classifier, targets, guidance)}[method]
+    spec = None if method is None else {
+        "distribution": lambda: DistributionGuidance(adp, targets, guidance),
+        "sample": lambda: SampleLevelGuidance(adp, targets, guidance),
+        "image": lambda: ImageGuidance(classifier, targets, guidance)}[method]()
     sample = make_sampler(unet, model_config, SAMPLER, spec).jitted()
     images, trace = sample(sample_keys(0, np.arange(6)))
     return np.asarray(images), trace

@@ -43,6 +43,14 @@ def check_adp_fits(adp: ADP, h_shape: Sequence[int], timesteps: np.ndarray) -> N
                          f"{len(timesteps)} steps {list(timesteps)[:3]}...")
 
 
+def checked_targets(targets: Sequence[Target]) -> tuple[Target, ...]:
+    """Guidance values keep their targets as a tuple, and need at least one."""
+    targets = tuple(targets)
+    if not targets:
+        raise ValueError("guidance needs at least one target")
+    return targets
+
+
 def _predictor(adp: ADP, t: jax.Array, i: jax.Array):
     """h -> logits at the step's timestep t[0], sized to h (a prompt group's rows, too)."""
     return lambda h: adp(h, jnp.full(h.shape[0], t[0]), i)
@@ -62,7 +70,7 @@ class DistributionGuidance:
     scope: str = "global"
 
     def __post_init__(self):
-        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "targets", checked_targets(self.targets))
         if self.scope not in ("global", "local"):
             raise ValueError(f"unknown distribution scope {self.scope!r}; use global or local")
 
@@ -105,7 +113,7 @@ class SampleLevelGuidance:
     config: GuidanceConfig = GuidanceConfig()
 
     def __post_init__(self):
-        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "targets", checked_targets(self.targets))
 
     @property
     def module(self) -> ADP:
