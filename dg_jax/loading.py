@@ -70,9 +70,18 @@ def from_diffusers(path, dtype: str = "float32"):
     return model, ModelConfig(model.config, schedule, sampling)
 
 
-def _check_kind(path, meta: dict, kind: str) -> None:
+def _bundle_config(path, kind: str) -> dict:
+    """A bundle's config.json, which must describe a `kind` ("unet", "adp", "classifier")."""
+    meta = checkpoints.read_bundle_config(path)
     if meta.get("kind") != kind:
         raise ValueError(f"checkpoint {path} holds a {meta.get('kind')!r}, expected a {kind!r}")
+    return meta
+
+
+def _load_module(path, kind: str, module_cls, config_cls):
+    """A bundle of one module whose config.json "config" is config_cls's fields."""
+    config = config_cls.from_dict(_bundle_config(path, kind)["config"])
+    return checkpoints.load_params_into(path, abstract_model(module_cls, config))
 
 
 def load_unet(path: str | os.PathLike | None = None) -> tuple[UNet, ModelConfig]:
@@ -81,8 +90,7 @@ def load_unet(path: str | os.PathLike | None = None) -> tuple[UNet, ModelConfig]
     path = path or checkpoints.EMBEDDED_UNET
     if is_diffusers_folder(path):
         return from_diffusers(path)
-    meta = checkpoints.read_bundle_config(path)
-    _check_kind(path, meta, "unet")
+    meta = _bundle_config(path, "unet")
     config = ModelConfig(
         unet=UNetConfig.from_dict(meta["config"]),
         schedule=configs.from_dict(ScheduleConfig, meta.get("schedule", {})),
@@ -105,17 +113,10 @@ def save_unet(path: str | os.PathLike, model: UNet, config: ModelConfig,
 
 def load_classifier(path: str | os.PathLike | None = None) -> AttributeClassifier:
     """An attribute classifier bundle; no path: the embedded SynthFaces labeller."""
-    path = path or checkpoints.EMBEDDED_CLASSIFIER
-    meta = checkpoints.read_bundle_config(path)
-    _check_kind(path, meta, "classifier")
-    model = abstract_model(AttributeClassifier, ClassifierConfig.from_dict(meta["config"]))
-    return checkpoints.load_params_into(path, model)
+    return _load_module(path or checkpoints.EMBEDDED_CLASSIFIER, "classifier",
+                        AttributeClassifier, ClassifierConfig)
 
 
 def load_adp(path: str | os.PathLike | None = None) -> ADP:
     """An ADP bundle; no path: the embedded SynthFaces ADP (for the embedded UNet)."""
-    path = path or checkpoints.EMBEDDED_ADP
-    meta = checkpoints.read_bundle_config(path)
-    _check_kind(path, meta, "adp")
-    model = abstract_model(ADP, ADPConfig.from_dict(meta["config"]))
-    return checkpoints.load_params_into(path, model)
+    return _load_module(path or checkpoints.EMBEDDED_ADP, "adp", ADP, ADPConfig)
