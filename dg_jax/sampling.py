@@ -147,7 +147,8 @@ def make_sampler(unet: UNet, model_config: ModelConfig, config: SamplerConfig,
             model_fn = h_edit_model(unet, edit)
         x_T = samplers.initial_noise(keys, (c.sample_size, c.sample_size, c.in_channels))
         x0, trace = samplers.sample(model_fn, x_T, keys, alpha_bar, ts, config.method,
-                                    config.eta, c.prediction_type, config.clip_range, final)
+                                    config.eta, c.prediction_type, config.clip_range, final,
+                                    c.variance_type)
         if axis is not None and "p_hat" in trace and group is None:
             # the trace reports the global batch, whichever batch was pushed (pmean leaves an
             # already global p_hat as it is)
@@ -201,7 +202,7 @@ def make_h_inverter(model: UNet, model_config: ModelConfig, config: SamplerConfi
     inversion (eta 0) through the sampler's timesteps, h in sampling order (step 0 = noisiest)."""
     config, ts, alpha_bar, _ = sampling_plan(model_config, config)
     graphdef, state = nnx.split(model)
-    prediction_type = model.config.prediction_type
+    prediction_type, variance_type = model.config.prediction_type, model.config.variance_type
 
     @jax.jit
     def invert(state, x0):
@@ -211,7 +212,7 @@ def make_h_inverter(model: UNet, model_config: ModelConfig, config: SamplerConfi
             enc = unet.encode(x, t)
             return unet.decode(enc.h, enc.skips, enc.temb), enc.h.astype(jnp.float16)
 
-        _, hs = samplers.invert(model_fn, x0, alpha_bar, ts, prediction_type)
+        _, hs = samplers.invert(model_fn, x0, alpha_bar, ts, prediction_type, variance_type)
         return hs[::-1]  # inversion visits timesteps ascending
 
     return lambda images: invert(state, images)

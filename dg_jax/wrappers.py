@@ -108,10 +108,11 @@ class ImageGuidance:
     def model_fn(self, unet: UNet, classifier: AttributeClassifier, keys: jax.Array,
                  refs: References, scale_at: ScaleAt, alpha_bar: jax.Array) -> ModelFn:
         cells = draw_cells(keys, self.targets, refs)
-        prediction_type = unet.config.prediction_type
+        prediction_type, variance_type = unet.config.prediction_type, unet.config.variance_type
 
         def x0_logits(out, x, a):
-            x0, _ = samplers.predict_x0_eps(out, x, a, prediction_type)
+            prediction, _ = samplers.split_output(out, variance_type)
+            x0, _ = samplers.predict_x0_eps(prediction, x, a, prediction_type)
             return classifier(jnp.clip(x0, -1, 1))
 
         def guided_output(x, t, a, scale):
@@ -126,7 +127,9 @@ class ImageGuidance:
             # eps_hat' = eps_hat + s_t sqrt(1 - a) d(-log p)/dx_t, as classifier guidance does
             # with grad log p(c | x_t); carried into the model's output parametrisation.
             shift = scale * jnp.sqrt(1 - a) * samplers.output_per_epsilon(a, prediction_type)
-            return out + shift * grad, p_hats
+            prediction, v = samplers.split_output(out, variance_type)
+            prediction = prediction + shift * grad
+            return (prediction if v is None else jnp.concatenate([prediction, v], -1)), p_hats
 
         def plain_output(x, t, a, scale):  # outside the guidance interval: no backward pass
             out = unet(x, t)

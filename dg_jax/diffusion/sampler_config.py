@@ -1,22 +1,27 @@
 """How to run the reverse process: steps, method, noise, and the scheduler details a model ships.
 
 Fields that a diffusers scheduler config sets (timestep spacing, steps offset, x0 clipping, the
-final alpha) default to None, meaning "the model's choice": `resolve` fills them from the loaded
-model's defaults, so a converted checkpoint samples as its scheduler config says unless the user
-overrides a field.
+final alpha) and the step count default to None, meaning "the model's choice": `resolve` fills them
+from the loaded model's defaults, so a converted checkpoint samples as its scheduler config says
+unless the user overrides a field.
+
+spacing is one of diffusers' names (leading, trailing, linspace) or a guided-diffusion respacing
+string ("ddim50", "250", "10,20,30"; dg_jax.diffusion.respacing), which fixes the step count.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from dg_jax.diffusion.respacing import is_respacing, respaced_steps
+
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    num_steps: int = 50
+    num_steps: int | None = None  # None: a respacing string's count, else the model's (50)
     method: str = "ddim"  # ddim | ddpm | dpm++2m (DPM-Solver++(2M), deterministic)
     eta: float = 1.0  # DDIM noise: 1 as the original code (better rates here), 0 deterministic
-    spacing: str | None = None  # leading | trailing | linspace (diffusers' timestep_spacing)
+    spacing: str | None = None  # leading | trailing | linspace | a respacing string
     steps_offset: int | None = None  # added to "leading" timesteps (diffusers' steps_offset)
     clip_sample: float | None = None  # clip x0_hat to [-c, c] each step; 0: off (as the paper)
     set_alpha_to_one: bool | None = None  # last step ends at alpha_bar = 1 (else alpha_bar[0])
@@ -25,16 +30,25 @@ class SamplerConfig:
         if self.method not in ("ddim", "ddpm", "dpm++2m"):
             raise ValueError(f"unknown sampling method {self.method!r}; use ddim, ddpm or "
                              "dpm++2m")
-        if self.spacing not in (None, "leading", "trailing", "linspace"):
-            raise ValueError(f"unknown timestep spacing {self.spacing!r}; "
-                             "use leading, trailing or linspace")
-        if self.num_steps < 1:
+        if not (self.spacing in (None, "leading", "trailing", "linspace")
+                or is_respacing(self.spacing)):
+            raise ValueError(f"unknown timestep spacing {self.spacing!r}; use leading, trailing, "
+                             "linspace or a guided-diffusion respacing (ddim50, 250, 10,20,30)")
+        if self.num_steps is not None and self.num_steps < 1:
             raise ValueError(f"num_steps must be positive, got {self.num_steps}")
+        if (is_respacing(self.spacing) and self.num_steps is not None
+                and self.num_steps != respaced_steps(self.spacing)):
+            raise ValueError(f"spacing {self.spacing!r} gives {respaced_steps(self.spacing)} "
+                             f"steps, not num_steps={self.num_steps}")
         if self.eta < 0 or (self.clip_sample is not None and self.clip_sample < 0):
             raise ValueError("eta and clip_sample must be >= 0")
 
     def resolve(self, defaults: SamplerConfig) -> SamplerConfig:
-        """This config with every None field taken from `defaults` (a model's choices)."""
+        """This config with every None field taken from `defaults` (a model's choices); the step
+        count of a respacing string before the model's."""
+        spacing = self.spacing or defaults.spacing
+        if self.num_steps is None and is_respacing(spacing):
+            self = dataclasses.replace(self, num_steps=respaced_steps(spacing))
         return dataclasses.replace(self, **{
             f.name: getattr(defaults, f.name) for f in dataclasses.fields(self)
             if getattr(self, f.name) is None})
@@ -46,5 +60,5 @@ class SamplerConfig:
 
 
 # What our own models (the embedded default) sample with unless told otherwise.
-DEFAULT_SAMPLING = SamplerConfig(spacing="trailing", steps_offset=0, clip_sample=1.0,
-                                 set_alpha_to_one=True)
+DEFAULT_SAMPLING = SamplerConfig(num_steps=50, spacing="trailing", steps_offset=0,
+                                 clip_sample=1.0, set_alpha_to_one=True)

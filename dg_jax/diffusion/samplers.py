@@ -18,7 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# model_fn(x_t [B,H,W,C], t [B] int32, step_index scalar int32) -> (model_output [B,H,W,C], aux)
+from dg_jax.diffusion.respacing import is_respacing, respaced_timesteps
+
+# model_fn(x_t [B,H,W,C], t [B] int32, step_index scalar int32) -> (model_output [B,H,W,C], aux);
+# a model with a learned variance outputs [B,H,W,2C]: the prediction, then v (`split_output`)
 ModelFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 
@@ -39,11 +42,17 @@ def sampling_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = 
     leading:  0, r, 2r, ... reversed (+ steps_offset), r = T // num_steps   (DDIM paper, SD)
     trailing: T-1, T-1-r', ... with r' = T / num_steps                     (starts at pure noise)
     linspace: round(linspace(0, T-1, num_steps)) reversed
+    a guided-diffusion respacing ("ddim50", "250", "10,20,30"; its count must be num_steps)
     multistep: as diffusers' multistep solvers (DPM-Solver++), leading and linspace lay
     num_steps + 1 points and drop the lowest (their last step goes to t = 0 itself).
     """
     if not 1 <= num_steps <= num_train_timesteps:
         raise ValueError(f"num_steps must be in [1, {num_train_timesteps}], got {num_steps}")
+    if is_respacing(spacing):
+        ts = respaced_timesteps(num_train_timesteps, spacing)
+        if len(ts) != num_steps:
+            raise ValueError(f"spacing {spacing!r} gives {len(ts)} steps, not {num_steps}")
+        return ts[::-1].copy()
     if multistep and spacing in ("leading", "linspace"):
         return sampling_timesteps(num_train_timesteps, num_steps + 1, spacing, steps_offset)[:-1]
     if spacing == "leading":
@@ -72,6 +81,17 @@ def alpha_bar_at(alpha_bar: jax.Array, t: jax.Array, final: float | jax.Array = 
 def _bcast(a: jax.Array, x: jax.Array) -> jax.Array:
     a = jnp.asarray(a, x.dtype)
     return a.reshape(a.shape + (1,) * (x.ndim - a.ndim)) if a.ndim else a
+
+
+def split_output(model_output: jax.Array, variance_type: str = "fixed"
+                 ) -> tuple[jax.Array, jax.Array | None]:
+    """(prediction [B, H, W, C], v [B, H, W, C] or None): a learned-variance ("learned_range")
+    model's output holds the prediction's channels, then v's."""
+    if variance_type == "fixed":
+        return model_output, None
+    if variance_type == "learned_range":
+        return tuple(jnp.split(model_output, 2, axis=-1))
+    raise ValueError(f"unknown variance_type {variance_type!r}")
 
 
 def predict_x0_eps(model_output: jax.Array, x_t: jax.Array, alpha_bar_t: jax.Array,
@@ -159,19 +179,24 @@ def dpm_solver_2m_step(x_t: jax.Array, x0: jax.Array, alpha_bar_t: jax.Array,
 
 def ddpm_step(x_t: jax.Array, model_output: jax.Array, alpha_bar_t: jax.Array,
               alpha_bar_prev: jax.Array, noise: jax.Array, prediction_type: str = "epsilon",
-              clip_sample: float | None = None) -> jax.Array:
+              clip_sample: float | None = None, v: jax.Array | None = None) -> jax.Array:
     """One ancestral step: a draw from the posterior q(x_{t_prev} | x_t, x0_hat).
 
     With beta = 1 - a_t / a_prev: mean = sqrt(a_prev) beta / (1 - a_t) x0
-    + sqrt(1 - beta) (1 - a_prev) / (1 - a_t) x_t, variance = (1 - a_prev) / (1 - a_t) beta.
+    + sqrt(1 - beta) (1 - a_prev) / (1 - a_t) x_t, variance = (1 - a_prev) / (1 - a_t) beta;
+    with a learned v [B, H, W, C] in [-1, 1], log variance = f log(beta) + (1 - f) log(posterior
+    variance), f = (v + 1) / 2 (Nichol & Dhariwal 2021). Pass noise 0 at the last step.
     """
     a, a_prev = _bcast(alpha_bar_t, x_t), _bcast(alpha_bar_prev, x_t)
     x0, eps = predict_x0_eps(model_output, x_t, alpha_bar_t, prediction_type)
     x0, _ = _clip(x0, eps, x_t, a, clip_sample)
     beta = 1 - a / a_prev
     mean = (jnp.sqrt(a_prev) * beta / (1 - a)) * x0 + (jnp.sqrt(1 - beta) * (1 - a_prev) / (1 - a)) * x_t
-    variance = jnp.maximum((1 - a_prev) / (1 - a) * beta, 1e-20)
-    return mean + jnp.sqrt(variance) * noise
+    log_variance = jnp.log(jnp.maximum((1 - a_prev) / (1 - a) * beta, 1e-20))
+    if v is not None:
+        frac = (v + 1) / 2
+        log_variance = frac * jnp.log(beta) + (1 - frac) * log_variance
+    return mean + jnp.exp(0.5 * log_variance) * noise
 
 
 def ddim_invert_step(x_t: jax.Array, model_output: jax.Array, alpha_bar_t: jax.Array,
@@ -200,11 +225,12 @@ def initial_noise(keys: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 def sample(model_fn: ModelFn, x_T: jax.Array, keys: jax.Array, alpha_bar: jax.Array,
            timesteps: np.ndarray, method: str = "ddim", eta: float = 0.0,
            prediction_type: str = "epsilon", clip_sample: float | None = None,
-           final_alpha_bar: float | jax.Array = 1.0):
+           final_alpha_bar: float | jax.Array = 1.0, variance_type: str = "fixed"):
     """Runs the reverse process from x_T with lax.scan (traced once, whatever the step count).
 
     x_T: [B, H, W, C]; keys: [B]; timesteps: descending [S] ints; the last step goes to
-    alpha_bar = final_alpha_bar.
+    alpha_bar = final_alpha_bar. variance_type "learned_range": the model's output also holds v,
+    which sets the variance of ddpm steps (ddim and dpm++2m use the prediction alone).
     Returns (x_0 [B, H, W, C], aux stacked over steps: leaves [S, ...]).
     method: ddim (eta: its noise), ddpm, or dpm++2m (DPM-Solver++(2M), deterministic; first
     order at the first and the last step, as diffusers' with its final sigma 0).
@@ -220,12 +246,14 @@ def sample(model_fn: ModelFn, x_T: jax.Array, keys: jax.Array, alpha_bar: jax.Ar
         x, (x0_before, lambda_before) = carry
         i, t, t_prev = step
         out, aux = model_fn(x, jnp.full((x.shape[0],), t), i)
+        out, v = split_output(out, variance_type)
         a, a_prev = alpha_bar_at(alpha_bar, t), alpha_bar_at(alpha_bar, t_prev, final_alpha_bar)
         noise = per_sample_normal(keys, i, x.shape[1:], x.dtype) if stochastic else None
         if method == "ddim":
             x = ddim_step(x, out, a, a_prev, noise, eta, prediction_type, clip_sample)
-        elif method == "ddpm":
-            x = ddpm_step(x, out, a, a_prev, noise, prediction_type, clip_sample)
+        elif method == "ddpm":  # the last step adds no noise (the mean is the sample)
+            x = ddpm_step(x, out, a, a_prev, jnp.where(i < last, noise, 0.0), prediction_type,
+                          clip_sample, v)
         else:
             x0, eps = predict_x0_eps(out, x, a, prediction_type)
             x0, _ = _clip(x0, eps, x, _bcast(a, x), clip_sample)
@@ -241,7 +269,7 @@ def sample(model_fn: ModelFn, x_T: jax.Array, keys: jax.Array, alpha_bar: jax.Ar
 
 
 def invert(model_fn: ModelFn, x_0: jax.Array, alpha_bar: jax.Array, timesteps: np.ndarray,
-           prediction_type: str = "epsilon"):
+           prediction_type: str = "epsilon", variance_type: str = "fixed"):
     """DDIM inversion x_0 -> x_{t_max} through every timestep of `timesteps` (descending, as
     for `sample`), one step per timestep.
 
@@ -256,7 +284,8 @@ def invert(model_fn: ModelFn, x_0: jax.Array, alpha_bar: jax.Array, timesteps: n
     def body(x, step):
         i, t_from, t_to = step
         out, aux = model_fn(x, jnp.full((x.shape[0],), t_to), i)
-        x_next = ddim_invert_step(x, out, alpha_bar_at(alpha_bar, t_from), alpha_bar[t_to],
+        x_next = ddim_invert_step(x, split_output(out, variance_type)[0],
+                                  alpha_bar_at(alpha_bar, t_from), alpha_bar[t_to],
                                   prediction_type)
         return x_next, aux
 

@@ -62,7 +62,17 @@ class UNetConfig:
     # levels always resample with a conv.
     downsample_type: str = "conv"
     upsample_type: str = "conv"
+    # ADM (guided-diffusion's resblock_updown): every level resamples with a ResBlock, whatever
+    # downsample_type / upsample_type say.
+    resblock_updown: bool = False
+    # The up blocks' heads per level, top to bottom, where they differ from the down blocks'
+    # (guided-diffusion's num_heads_upsample); None: as num_attention_heads / attention_head_dim.
+    up_attention_heads: tuple[int, ...] | None = None
     prediction_type: str = "epsilon"  # what the output means: epsilon, v_prediction or sample
+    # "fixed": the output is the prediction alone; "learned_range": [prediction; v] along the
+    # channels (out_channels = 2 in_channels), v in [-1, 1] interpolating the log variance of an
+    # ancestral step between the posterior's and beta's (guided-diffusion's learn_sigma).
+    variance_type: str = "fixed"
     dtype: str = "float32"  # compute dtype ("bfloat16" for speed); parameters stay float32
 
     def __post_init__(self):
@@ -80,11 +90,17 @@ class UNetConfig:
             raise ValueError(f"unsupported downsample_padding {self.downsample_padding}; use 0 or 1")
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"unsupported prediction_type {self.prediction_type!r}")
+        if self.variance_type not in ("fixed", "learned_range"):
+            raise ValueError(f"unsupported variance_type {self.variance_type!r}; use fixed or "
+                             "learned_range")
+        if self.variance_type == "learned_range" and self.out_channels != 2 * self.in_channels:
+            raise ValueError(f"a learned variance needs out_channels = 2 x in_channels "
+                             f"({2 * self.in_channels}), got {self.out_channels}")
         for ch in self.block_out_channels:
             if ch % self.norm_num_groups:
                 raise ValueError(f"channels {ch} not divisible by norm_num_groups "
                                  f"{self.norm_num_groups}")
-        for name in ("num_attention_heads", "transformer_layers_per_block"):
+        for name in ("num_attention_heads", "up_attention_heads", "transformer_layers_per_block"):
             value = getattr(self, name)
             if value is not None and len(value) != levels:
                 raise ValueError(f"{name} has {len(value)} entries, need {levels}")
@@ -96,6 +112,19 @@ class UNetConfig:
     @property
     def up_attention_levels(self) -> tuple[bool, ...]:
         return self.up_attention if self.up_attention is not None else self.down_attention[::-1]
+
+    def attention_heads(self, channels: int, level: int, up: bool = False) -> int:
+        """Heads of a self-attention at down level `level` (the middle block: the last level;
+        up=True: the up block at that level's resolution)."""
+        if up and self.up_attention_heads is not None:
+            heads = self.up_attention_heads[level]
+        elif self.num_attention_heads is not None:
+            heads = self.num_attention_heads[level]
+        else:
+            heads = channels // (self.attention_head_dim or channels)
+        if heads < 1 or channels % heads:
+            raise ValueError(f"attention over {channels} channels cannot have {heads} heads")
+        return heads
 
     @property
     def mid_attention_groups(self) -> int | None:
@@ -144,7 +173,8 @@ class UpLevel(nnx.Module):
 
 
 class UNet(nnx.Module):
-    """Noise-prediction UNet. x: [B, H, W, in_channels], t: [B] -> [B, H, W, out_channels]."""
+    """Noise-prediction UNet. x: [B, H, W, in_channels], t: [B] -> [B, H, W, out_channels]
+    (with a learned variance: the prediction's channels, then v's)."""
 
     def __init__(self, config: UNetConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -157,10 +187,12 @@ class UNet(nnx.Module):
         depth = c.transformer_layers_per_block or (1,) * len(chans)
 
         def attention(channels: int, level: int, groups: int | None = c.norm_num_groups,
-                      output_scale: float = 1.0):
-            """The attention of down level `level` (the middle block: the last level's)."""
+                      output_scale: float = 1.0, up: bool = False):
+            """The attention of down level `level` (the middle block: the last level's; up: the
+            up block at that level's resolution)."""
             if c.cross_attention_dim is None:
-                return Attention(channels, c.attention_head_dim, groups=groups, eps=c.norm_eps,
+                head_dim = channels // c.attention_heads(channels, level, up)
+                return Attention(channels, head_dim, groups=groups, eps=c.norm_eps,
                                  output_scale=output_scale, dtype=dtype, rngs=rngs)
             return SpatialTransformer(channels, c.num_attention_heads[level], c.cross_attention_dim,
                                       groups=c.norm_num_groups, depth=depth[level],
@@ -184,7 +216,8 @@ class UNet(nnx.Module):
             downsampler = None
             if not last:
                 skip_channels.append(cout)
-                if c.down_attention[level] and c.downsample_type == "resnet":
+                if c.resblock_updown or (c.down_attention[level]
+                                         and c.downsample_type == "resnet"):
                     downsampler = ResBlock(cout, cout, temb_dim, resample="down", **res)
                 else:
                     downsampler = Downsample(cout, c.downsample_padding, dtype=dtype, rngs=rngs)
@@ -205,11 +238,12 @@ class UNet(nnx.Module):
             for _ in range(c.layers_per_block + 1):
                 resnets.append(ResBlock(cin + skip_channels.pop(), cout, temb_dim, **res))
                 if c.up_attention_levels[i]:
-                    attentions.append(attention(cout, len(chans) - 1 - i))
+                    attentions.append(attention(cout, len(chans) - 1 - i, up=True))
                 cin = cout
             upsampler = None
             if not last:
-                if c.up_attention_levels[i] and c.upsample_type == "resnet":
+                if c.resblock_updown or (c.up_attention_levels[i]
+                                         and c.upsample_type == "resnet"):
                     upsampler = ResBlock(cout, cout, temb_dim, resample="up", **res)
                 else:
                     upsampler = Upsample(cout, dtype=dtype, rngs=rngs)
