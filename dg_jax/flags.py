@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import sys
 
+from dg_jax.convert.guided_diffusion import PRESETS
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
 from dg_jax.text_to_image import TextToImageConfig
@@ -57,12 +58,20 @@ def main_for(config_cls, run, doc: str, argv=None) -> int:
     return 0
 
 
+def add_model_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-config", default="",
+                        help="a guided-diffusion --model's architecture: a preset "
+                             f"({', '.join(PRESETS)}) or a JSON file of its create_model and "
+                             "diffusion flags")
+
+
 def add_sampler_flags(parser: argparse.ArgumentParser) -> None:
     """--steps, --spacing, --steps-offset, --sampler, --eta, --clip-sample (see SamplerConfig)."""
-    parser.add_argument("--steps", "--num-inference-steps", dest="steps", type=int, default=50,
-                        help="sampling steps")
-    parser.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
-                        help="timestep spacing (default: the model's)")
+    parser.add_argument("--steps", "--num-inference-steps", dest="steps", type=int,
+                        help="sampling steps (default: a respacing's count, else the model's, 50)")
+    parser.add_argument("--spacing",
+                        help="timestep spacing: leading, trailing, linspace, or a guided-diffusion "
+                             "respacing such as ddim50, 250 or 10,20,30 (default: the model's)")
     parser.add_argument("--steps-offset", type=int,
                         help="offset of leading timesteps (default: the model's)")
     parser.add_argument("--sampler", dest="sampler_method", default="ddim",

@@ -47,7 +47,8 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 64
     shard_size: int = 1024  # images per array_record shard
-    model: str = ""  # UNet bundle or diffusers folder; empty: the embedded default
+    model: str = ""  # UNet bundle, diffusers folder or guided-diffusion checkpoint; "": embedded
+    model_config: str = ""  # a guided-diffusion checkpoint's preset or JSON flags
     classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier; "none"
     sampler: SamplerConfig = SamplerConfig()  # None fields: the model's sampling defaults
     method: str = "none"  # guidance: none | distribution | sample | image (see sampling.py)
@@ -178,7 +179,7 @@ def load_model(config):
     """(UNet, ModelConfig, config with its sampler resolved) for a config with `model` and
     `sampler` fields; the resolved sampler (model defaults filled in) is what run.json records."""
     try:
-        unet, model_config = load_unet(config.model or None)
+        unet, model_config = load_unet(config.model or None, config.model_config or None)
     except (ValueError, ImportError) as e:
         raise UserError(f"cannot load model {config.model or 'embedded'}: {e}") from None
     config = dataclasses.replace(config, sampler=config.sampler.resolve(model_config.sampling))
@@ -195,7 +196,7 @@ def run(config: GenerateConfig) -> dict:
     # The labeller; image guidance steers with it too. None for a real model without one.
     classifier = load_labeller(config.text, config.classifier, sd is not None)
     adp, targets, unguided = load_guidance(config, classifier)
-    wanted = configs.to_recorded_dict(config, later_fields=("text",))
+    wanted = configs.to_recorded_dict(config, later_fields=("text", "model_config"))
     # Neither writing PNGs as well nor how broken images are handled changes the images, so
     # a rerun may change them (e.g. --on-degenerate warn after a stop).
     wanted.pop("png")

@@ -1,8 +1,9 @@
-"""Loading models: dg-jax checkpoint bundles (the embedded default unless a path is given) and
-local diffusers folders; saving UNet bundles.
+"""Loading models: dg-jax checkpoint bundles (the embedded default unless a path is given), local
+diffusers folders and guided-diffusion (ADM) checkpoints; saving UNet bundles.
 
     unet, config = load_unet()                      # the embedded SynthFaces UNet
     unet, config = load_unet("ddpm-celebahq-256")   # a diffusers pipeline or UNet2DModel folder
+    unet, config = load_unet("celebahq_p2.pt", model_config="celebahq_p2")  # or flags.json
     adp = load_adp("runs/adp/bundle")
 
 Models are built abstractly (no random initialisation) and filled with the checkpoint's
@@ -18,6 +19,7 @@ import pathlib
 from dg_jax import checkpoints, configs
 from dg_jax.convert.clip import load_clip_text
 from dg_jax.convert.diffusers import is_diffusers_folder, load_unet2d, pipeline_parts, read_scheduler
+from dg_jax.convert.guided_diffusion import PRESETS, load_adm_unet
 from dg_jax.convert.stable_diffusion import load_stable_diffusion, load_unet_cond, load_vae
 from dg_jax.convert.state_dict import read_config
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
@@ -84,10 +86,26 @@ def _load_module(path, kind: str, module_cls, config_cls):
     return checkpoints.load_params_into(path, abstract_model(module_cls, config))
 
 
-def load_unet(path: str | os.PathLike | None = None) -> tuple[UNet, ModelConfig]:
-    """Returns (UNet with float32 params, its ModelConfig) from a bundle or a diffusers folder;
-    no path: the embedded SynthFaces UNet."""
+# Files (not folders) that hold a guided-diffusion state dict.
+ADM_SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+def load_unet(path: str | os.PathLike | None = None,
+              model_config: str | dict | None = None) -> tuple[UNet, ModelConfig]:
+    """Returns (UNet with float32 params, its ModelConfig) from a bundle, a diffusers folder, or
+    a guided-diffusion checkpoint file with `model_config` (a preset name from
+    `dg_jax.convert.guided_diffusion.PRESETS`, or a JSON file / dict of its create_model and
+    diffusion flags); no path: the embedded SynthFaces UNet."""
     path = path or checkpoints.EMBEDDED_UNET
+    if pathlib.Path(path).suffix in ADM_SUFFIXES:
+        if model_config is None:
+            raise ValueError(f"{path} is a guided-diffusion checkpoint: give its architecture "
+                             f"as --model-config, a preset ({', '.join(PRESETS)}) or a JSON "
+                             "file of its flags")
+        return load_adm_unet(path, model_config)
+    if model_config is not None:
+        raise ValueError("--model-config is for guided-diffusion checkpoints (.pt, "
+                         ".safetensors); bundles and diffusers folders carry their own config")
     if is_diffusers_folder(path):
         return from_diffusers(path)
     meta = _bundle_config(path, "unet")

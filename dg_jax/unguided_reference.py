@@ -30,6 +30,7 @@ class RecordUnguidedConfig:
     adp: str = ""  # the ADP bundle to record into (its report["unguided"] is replaced)
     out: str = "runs/unguided"  # where the unguided images are generated (reused when rerun)
     model: str = ""  # empty: the embedded model
+    model_config: str = ""  # a guided-diffusion checkpoint's preset or JSON flags
     classifier: str = ""  # the labeller; empty: the embedded SynthFaces classifier
     num_images: int = 1024
     seed: int = 0
@@ -56,7 +57,7 @@ def record_unguided(config: RecordUnguidedConfig) -> dict:
     num_classes = dict((n, k) for n, k in meta["config"]["attributes"])
     run(GenerateConfig(out=config.out, num_images=config.num_images, seed=config.seed,
                        batch_size=config.batch_size, model=config.model,
-                       classifier=config.classifier))
+                       model_config=config.model_config, classifier=config.classifier))
     data = read_generated(config.out)
     labels = {a: data[f"label_{a}"] for a in num_classes if f"label_{a}" in data}
     if len(labels) != len(num_classes):

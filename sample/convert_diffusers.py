@@ -1,6 +1,8 @@
-"""Converts a local diffusers UNet2DModel (pipeline or model folder) into a dg-jax UNet bundle.
+"""Converts a local diffusers UNet2DModel (pipeline or model folder), or a guided-diffusion
+checkpoint with its --model-config, into a dg-jax UNet bundle.
 
     python -m sample.convert_diffusers ddpm-celebahq-256 models/celebahq [--dtype float32]
+    python -m sample.convert_diffusers celebahq_p2.pt models/celebahq_p2 --model-config celebahq_p2
 
 The bundle (orbax params + config.json with the schedule and sampling defaults of the scheduler
 config) loads faster than the diffusers folder and without safetensors; `--model models/celebahq`
@@ -14,13 +16,16 @@ import sys
 import jax
 from flax import nnx
 
-from dg_jax.loading import from_diffusers, save_unet
+from dg_jax.flags import add_model_config_flag
+from dg_jax.loading import load_unet, save_unet
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="diffusers pipeline folder or UNet2DModel folder")
+    p.add_argument("source", help="diffusers pipeline folder or UNet2DModel folder, or a "
+                   "guided-diffusion checkpoint (.pt, .safetensors)")
+    add_model_config_flag(p)
     p.add_argument("dest", help="bundle folder to create (must not exist)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="storage dtype of the parameters (restored as float32)")
@@ -29,7 +34,7 @@ def main(argv=None) -> int:
         print(f"error: {a.dest} exists; choose a new destination", file=sys.stderr)
         return 2
     try:
-        model, config = from_diffusers(a.source)
+        model, config = load_unet(a.source, a.model_config or None)
     except (ValueError, ImportError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

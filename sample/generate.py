@@ -20,7 +20,13 @@ import sys
 import jax
 
 from dg_jax.errors import UserError
-from dg_jax.flags import add_sampler_flags, add_text_flags, sampler_from_flags, text_from_flags
+from dg_jax.flags import (
+    add_model_config_flag,
+    add_sampler_flags,
+    add_text_flags,
+    sampler_from_flags,
+    text_from_flags,
+)
 from dg_jax.generation import GUIDANCE_METHODS, GenerateConfig, run
 from dg_jax.guard import GuardConfig
 from dg_jax.guidance.distribution import GuidanceConfig
@@ -35,7 +41,9 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=1024, help="images per array_record shard")
     p.add_argument("--model", default="",
-                   help="UNet bundle or diffusers folder (default: the embedded model)")
+                   help="UNet bundle, diffusers folder, or guided-diffusion checkpoint (.pt, "
+                        ".safetensors) with --model-config (default: the embedded model)")
+    add_model_config_flag(p)
     p.add_argument("--classifier", default="",
                    help="labeller bundle (default: the embedded SynthFaces classifier); "
                         "'none' writes unlabelled images")
@@ -114,6 +122,7 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
         raise UserError(str(e)) from None
     return GenerateConfig(out=a.out, num_images=a.num_images, seed=a.seed,
                           batch_size=a.batch_size, shard_size=a.shard_size, model=a.model,
+                          model_config=a.model_config,
                           classifier=a.classifier, sampler=sampler, method=a.method,
                           targets=tuple(a.target + a.joint), adp=a.adp, guidance=guidance,
                           png=a.png, balance=a.balance,

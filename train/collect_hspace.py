@@ -4,9 +4,10 @@
     python -m train.collect_hspace --out runs/hspace_inv --source invert --num-samples 2048
 
 --source generate records h along the generation path and labels the final images with the
-classifier; --source invert DDIM-inverts SynthFaces images (the original code's path). Takes
---model and the sampler flags of sample.generate; the ADP trained on the result serves samplers
-with the same timesteps. For a Stable Diffusion folder (--source generate), --prompt /
+classifier; --source invert DDIM-inverts SynthFaces images, or real ones from --images DIR
+labelled by --labels FILE (the original code's path). Takes --model (--model-config) and the
+sampler flags of sample.generate; the ADP trained on the result serves samplers with the same
+timesteps. For a Stable Diffusion folder (--source generate), --prompt /
 --prompts-file give sample i prompt i mod N, h is the conditional branch's, and --clip with
 --class-prompt labels by CLIP zero-shot:
 
@@ -19,7 +20,13 @@ import json
 import sys
 
 from dg_jax.errors import UserError
-from dg_jax.flags import add_sampler_flags, add_text_flags, sampler_from_flags, text_from_flags
+from dg_jax.flags import (
+    add_model_config_flag,
+    add_sampler_flags,
+    add_text_flags,
+    sampler_from_flags,
+    text_from_flags,
+)
 from dg_jax.training.hspace import CollectConfig, collect
 
 
@@ -32,10 +39,16 @@ def parse_args(argv=None) -> CollectConfig:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=256, help="samples per shard")
-    p.add_argument("--model", default="", help="UNet bundle or diffusers folder")
+    p.add_argument("--model", default="", help="UNet bundle, diffusers folder or "
+                   "guided-diffusion checkpoint (with --model-config)")
+    add_model_config_flag(p)
     p.add_argument("--classifier", default="", help="labeller bundle (default: embedded)")
     p.add_argument("--invert-probs", default="uniform", choices=["uniform", "biased"],
                    help="class probabilities of the SynthFaces images to invert")
+    p.add_argument("--images", default="",
+                   help="--source invert: a folder of real images to invert instead of "
+                        "SynthFaces (sample i = the i-th file by name; label them with "
+                        "--labels by index or a --classifier)")
     p.add_argument("--labels", default="",
                    help="label file by sample index (CSV index,<attr>,... or .npz) instead of a "
                         "labeller")
@@ -44,8 +57,10 @@ def parse_args(argv=None) -> CollectConfig:
     a = p.parse_args(argv)
     return CollectConfig(out=a.out, num_samples=a.num_samples, source=a.source, seed=a.seed,
                          batch_size=a.batch_size, shard_size=a.shard_size, model=a.model,
+                         model_config=a.model_config,
                          classifier=a.classifier, sampler=sampler_from_flags(a),
-                         invert_probs=a.invert_probs, text=text_from_flags(a),
+                         invert_probs=a.invert_probs, images=a.images,
+                         text=text_from_flags(a),
                          labels=a.labels)
 
 

@@ -37,10 +37,10 @@ def read_state_dict(folder, weight_name: str = WEIGHT_NAME) -> dict[str, np.ndar
     single = folder / f"{weight_name}.safetensors"
     index = folder / f"{weight_name}.safetensors.index.json"
     if single.is_file():
-        return _read_safetensors([single])
+        return read_safetensors([single])
     if index.is_file():
         files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return _read_safetensors([folder / f for f in files])
+        return read_safetensors([folder / f for f in files])
     binary = folder / f"{weight_name}.bin"
     if binary.is_file():
         try:
@@ -53,7 +53,8 @@ def read_state_dict(folder, weight_name: str = WEIGHT_NAME) -> dict[str, np.ndar
     raise FileNotFoundError(f"no {weight_name}.safetensors or .bin in {folder}")
 
 
-def _read_safetensors(files) -> dict[str, np.ndarray]:
+def read_safetensors(files) -> dict[str, np.ndarray]:
+    """Every tensor of these .safetensors files as float32 numpy (bf16 and fp16 included)."""
     from safetensors import safe_open
 
     out = {}
@@ -86,6 +87,12 @@ def load_converted(model: nnx.Module, converted: dict[str, np.ndarray]) -> nnx.M
     nnx.replace_by_pure_dict(state, _unflatten(converted))
     nnx.update(model, state)
     return model
+
+
+def parameter_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
+    """The shape of each of `model`'s parameters by dotted name ("conv_in.kernel")."""
+    return {name: tuple(value.shape)
+            for name, value in _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

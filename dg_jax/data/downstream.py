@@ -17,10 +17,10 @@ import dataclasses
 import os
 
 import numpy as np
-from PIL import Image
 
 from dg_jax.data import synthfaces
 from dg_jax.data.generated import read_generated
+from dg_jax.data.images import square_resize
 from dg_jax.errors import UserError
 
 
@@ -106,15 +106,6 @@ def generated_set(run_dir: str | os.PathLike, target: str, sensitive: str | None
     has_sensitive = sensitive is not None and f"label_{sensitive}" in data
     return AttributeSet(images, data[f"label_{target}"][part],
                         data[f"label_{sensitive}"][part] if has_sensitive else None)
-
-
-def square_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop to a square, then an antialiased resize to [size, size, 3] uint8."""
-    h, w = image.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    crop = Image.fromarray(np.asarray(image[top:top + side, left:left + side], np.uint8))
-    return np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _attribute(example: dict, name: str) -> int:

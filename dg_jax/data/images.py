@@ -23,6 +23,15 @@ def to_uint8(x):
     return xp.clip(xp.round((x + 1.0) * 127.5), 0, 255).astype(xp.uint8)
 
 
+def square_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to a square, then an bilinear resize to [size, size, 3] uint8."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = Image.fromarray(np.asarray(image[top:top + side, left:left + side], np.uint8))
+    return np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """uint8 [H, W, 3] -> PNG bytes (lossless)."""
     buf = io.BytesIO()

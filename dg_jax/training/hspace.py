@@ -3,8 +3,9 @@
 Two sources of labelled h (METHOD.md section 3):
   generate  sample from the model, record h at every step, label the final image with the
             attribute classifier (the h the guided sampler will actually see);
-  invert    DDIM-invert SynthFaces images (the original code's path) and record h at every
-            inversion step, labelled by the classifier.
+  invert    DDIM-invert images (the original code's path) and record h at every inversion
+            step: SynthFaces draws, or a folder of real images (--images; sample i is the i-th
+            file by name), labelled by the classifier or a label file by index.
 Shards are written resumably (rerun = continue) and memory does not grow with num_samples.
 For a text-to-image model (generate only), sample i has prompt i mod len(prompts), h is the
 conditional branch's (what the guided sampler's ADP reads) and the labeller is CLIP zero-shot
@@ -24,6 +25,7 @@ from dg_jax import configs
 from dg_jax.balanced import make_labeller
 from dg_jax.data import shards, synthfaces
 from dg_jax.data.hspace import encode_h_record
+from dg_jax.data.image_folder import ImageFolder
 from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.data.label_file import LabelFile
 from dg_jax.diffusion.sampler_config import SamplerConfig
@@ -42,10 +44,12 @@ class CollectConfig:
     seed: int = 0
     batch_size: int = 64
     shard_size: int = 256  # samples per shard (~0.8 MB each for the embedded model's h)
-    model: str = ""  # UNet bundle or diffusers folder; empty: the embedded default
+    model: str = ""  # UNet bundle, diffusers folder or guided-diffusion checkpoint; "": embedded
+    model_config: str = ""  # a guided-diffusion checkpoint's preset or JSON flags
     classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier
     sampler: SamplerConfig = SamplerConfig()
     invert_probs: str = "uniform"  # SynthFaces class probabilities of inverted images
+    images: str = ""  # a folder of images to invert instead of SynthFaces draws
     text: TextToImageConfig = TextToImageConfig()  # a Stable Diffusion --model
     labels: str = ""  # a label file (data/label_file.py): labels by sample index, no labeller
 
@@ -61,6 +65,8 @@ class CollectConfig:
         if self.labels and (self.classifier or self.text.clip):
             raise UserError("--labels replaces the labeller: give it without --classifier or "
                             "--clip")
+        if self.images and self.source != "invert":
+            raise UserError("--images are inverted: give them with --source invert")
         if self.text.prompts and self.source == "invert":
             raise UserError("--source invert is for unconditional models; use --source generate "
                             "with --prompt")
@@ -80,7 +86,8 @@ def collect(config: CollectConfig) -> dict:
             raise UserError("h-space samples need labels: give --clip with --class-prompt, "
                             "--classifier or --labels")
         label = make_labeller(labeller)
-    wanted = {**configs.to_recorded_dict(config, later_fields=("text", "labels")),
+    later = ("text", "labels", "model_config", "images")
+    wanted = {**configs.to_recorded_dict(config, later_fields=later),
               "timesteps": [int(t) for t in timesteps]}
     shards.prepare_output_dir(config.out, wanted)
 
@@ -99,14 +106,10 @@ def collect(config: CollectConfig) -> dict:
             return np.asarray(to_uint8(images)), trace["h"]
     else:
         invert = make_h_inverter(unet, model_config, config.sampler)
-        probs = None if config.invert_probs == "uniform" else synthfaces.BIASED_PROBS
-        size = unet.config.sample_size
+        load_images = images_to_invert(config, unet.config.sample_size)
 
         def images_and_h(idx):
-            # One SynthFaces draw per batch, seeded by (seed, first index): any shard can be
-            # rebuilt alone.
-            images, _ = synthfaces.generate(len(idx), int(config.seed * 1_000_003 + idx[0]),
-                                            probs, size)
+            images = load_images(idx)
             return images, invert(to_model_range(images))
 
     def make_records(idx: np.ndarray, count: int) -> list[bytes]:
@@ -134,3 +137,18 @@ def collect(config: CollectConfig) -> dict:
                "h_shape": list(unet.config.h_shape), "steps": len(timesteps)}
     shards.write_json_atomic(pathlib.Path(config.out) / "summary.json", summary)
     return summary
+
+
+def images_to_invert(config: CollectConfig, size: int):
+    """indices [B] -> uint8 images [B, size, size, 3]: the --images folder's files (the padding
+    rows of a last batch repeat its last file), or SynthFaces draws, one per batch seeded by
+    (seed, first index) so that any shard can be rebuilt alone."""
+    if config.images:
+        folder = ImageFolder(config.images, size)
+        if len(folder) < config.num_samples:
+            raise UserError(f"--images {config.images} holds {len(folder)} images, fewer than "
+                            f"--num-samples {config.num_samples}")
+        return lambda idx: folder.load(np.minimum(idx, config.num_samples - 1))
+    probs = None if config.invert_probs == "uniform" else synthfaces.BIASED_PROBS
+    return lambda idx: synthfaces.generate(len(idx), int(config.seed * 1_000_003 + idx[0]),
+                                           probs, size)[0]
