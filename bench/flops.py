@@ -4,8 +4,9 @@
     python -m bench.flops --mfu 0.3 --steps 50
 
 XLA's cost analysis of one jitted UNet evaluation (float32 graph; the count does not depend on
-the dtype) for the embedded SynthFaces model, the published google/ddpm-celebahq-256 architecture
-and Stable Diffusion 1.5 at 512 px (abstract weights: only shapes matter). Per image: steps x
+the dtype) for the embedded SynthFaces model, the published google/ddpm-celebahq-256 architecture,
+the paper's P2 CelebA-HQ model (guided-diffusion's ADM, preset celebahq_p2) and Stable Diffusion
+1.5 at 512 px (abstract weights: only shapes matter). Per image: steps x
 UNet FLOPs (distribution guidance adds the ADP's forward and backward, under 1 % here); Stable
 Diffusion adds classifier-free guidance (2 UNet evaluations per step: the unconditional and the
 conditional half) and one autoencoder decode. Chip rates are estimates: peak dense bf16 FLOP/s
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dg_jax.convert.guided_diffusion import adm_model_config
 from dg_jax.loading import load_unet
 from dg_jax.models.abstract import abstract_model
 from dg_jax.models.unet import UNet, UNetConfig
@@ -77,6 +79,7 @@ def main(argv=None) -> None:
                              (64, 64, 4), batch=1)
     models = {"embedded SynthFaces 32x32": (embedded.config, 1, 0.0),
               "ddpm-celebahq-256": (CELEBAHQ_256, 1, 0.0),
+              "P2 celebahq_p2 256 (ADM)": (adm_model_config("celebahq_p2").unet, 1, 0.0),
               "stable-diffusion-v1-5 512 px (CFG)": (SD15_UNET, 2, vae_decode)}
     print(f"Stable Diffusion 1.5's autoencoder decode: {vae_decode / 1e9:,.0f} GFLOPs per image")
     print(f"{a.steps} steps per image; chip rates assume {a.mfu:.0%} of peak bf16 (estimates)")
