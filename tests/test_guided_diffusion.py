@@ -172,7 +172,8 @@ def test_model_config_presets_and_json(tmp_path):
     ("celebahq_p3", "unknown model config 'celebahq_p3': a preset (celebahq_p2, ffhq_p2"),
     ({"num_chanels": 64}, "unknown guided-diffusion flag 'num_chanels'"),
     ({"class_cond": True}, "class-conditional"),
-    ({"channel_mult": "2,2"}, "must start at 1"),
+    ({"channel_mult": "2,2"}, "channel_mult 2,2 must be whole numbers starting at 1"),
+    ({"image_size": 512, "channel_mult": "0.5,1,1,2,2,4,4"}, "must be whole numbers"),
 ])
 def test_bad_model_configs_name_the_problem(model_config, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):

@@ -14,10 +14,13 @@ up/down sampling (`resblock_updown`), fixed head counts or head widths, and the 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import pathlib
+import tempfile
 
 import numpy as np
+from etils import epath
 
 from dg_jax.convert.state_dict import load_converted, parameter_shapes, read_safetensors
 from dg_jax.diffusion.respacing import respaced_steps
@@ -65,7 +68,7 @@ def read_flags(model_config: str | dict) -> dict:
     elif model_config in PRESETS:
         given = PRESETS[model_config]
     elif str(model_config).endswith(".json"):
-        path = pathlib.Path(model_config)
+        path = epath.Path(model_config)
         if not path.is_file():
             raise FileNotFoundError(f"no model config at {path}")
         try:
@@ -88,15 +91,16 @@ def unet_config(flags: dict, dtype: str = "float32") -> UNetConfig:
         raise ValueError("class-conditional guided-diffusion models (class_cond) are not "
                          "supported; use an unconditional checkpoint")
     if f["channel_mult"]:
-        mult = tuple(int(m) for m in str(f["channel_mult"]).split(","))
+        mult = tuple(float(m) for m in str(f["channel_mult"]).split(","))
     elif f["image_size"] in _CHANNEL_MULT:
         mult = _CHANNEL_MULT[f["image_size"]]
     else:
         raise ValueError(f"no default channel_mult for image_size {f['image_size']}; give "
                          "channel_mult (512 px models start at 0.5, which is not supported)")
-    if mult[0] != 1:
-        raise ValueError(f"channel_mult {mult} must start at 1 (the time embedding is as wide "
-                         "as the first level)")
+    if mult[0] != 1 or any(m != int(m) for m in mult):
+        raise ValueError(f"channel_mult {f['channel_mult'] or mult} must be whole numbers "
+                         "starting at 1 (our time embedding is as wide as the first level)")
+    mult = tuple(int(m) for m in mult)
     attention_at = {f["image_size"] // int(r) for r in str(f["attention_resolutions"]).split(",")}
     levels = len(mult)
     fixed_heads = f["num_head_channels"] == -1
@@ -143,19 +147,24 @@ def adm_model_config(model_config: str | dict, dtype: str = "float32") -> ModelC
 
 
 def read_adm_state_dict(path) -> dict[str, np.ndarray]:
-    """A guided-diffusion checkpoint (.pt state dict, or the same tensors as .safetensors) as
-    float32 numpy arrays (fp16 checkpoints included)."""
-    path = pathlib.Path(path)
+    """A guided-diffusion checkpoint (.pt state dict, or the same tensors as .safetensors; local
+    or gs://) as float32 numpy arrays (fp16 checkpoints included)."""
+    path = epath.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if path.suffix == ".safetensors":
-        return read_safetensors([path])
+        if "://" not in str(path):
+            return read_safetensors([path])
+        with tempfile.TemporaryDirectory() as tmp:  # safetensors reads local files only
+            local = pathlib.Path(tmp) / path.name
+            local.write_bytes(path.read_bytes())
+            return read_safetensors([local])
     try:
         import torch
     except ImportError:
         raise ImportError(f"{path} is a PyTorch checkpoint and needs torch to read; install "
                           "torch, or convert it to .safetensors") from None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(hasattr(v, "float") for v in state.values()):
         raise ValueError(f"{path} is not a state dict of tensors")
     return {k: v.float().numpy() for k, v in state.items()}
