@@ -67,6 +67,21 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str | os.PathLike) -> dict:
+    """An output folder's run.json or manifest.json (local or any etils.epath path); a truncated
+    or corrupt one is a UserError naming it, and nothing is written."""
+    path = epath.Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is corrupt ({e}); restore it from a copy or choose a new "
+                        "--out (nothing was changed)") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is corrupt (not a JSON object); restore it from a copy or "
+                        "choose a new --out (nothing was changed)")
+    return data
+
+
 LOCATION_FIELDS = ("out",)
 
 
@@ -78,7 +93,7 @@ def check_output_dir(out: str | os.PathLike, config: dict) -> bool:
     if run_file.exists():
         # Where a folder lives is not part of what it holds: a moved or copied one resumes.
         saved, config = ({k: v for k, v in d.items() if k not in LOCATION_FIELDS}
-                         for d in (json.loads(run_file.read_text()), config))
+                         for d in (read_json(run_file), config))
         if saved != config:
             diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             raise ConfigMismatchError(f"{out} holds data made with another config "

@@ -16,7 +16,6 @@ was stopped.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import tempfile
@@ -27,6 +26,7 @@ from etils import epath
 from dg_jax.data.shards import (
     check_output_dir,
     prepare_output_dir,
+    read_json,
     write_json_atomic,
     write_shard,
 )
@@ -77,7 +77,7 @@ class DatasetWriter:
         path = epath.Path(self.out) / "manifest.json"
         if not path.exists():
             return None
-        return json.loads(path.read_text())  # run.json has already vouched for its config
+        return read_json(path)  # run.json has already vouched for its config
 
     @property
     def next_shard(self) -> int:
@@ -140,7 +140,7 @@ def dataset_files(out: str | os.PathLike) -> list[str]:
     manifest = epath.Path(out) / "manifest.json"
     if not manifest.exists():
         return []
-    return [str(epath.Path(out) / f) for f in json.loads(manifest.read_text()).get("files", [])]
+    return [str(epath.Path(out) / f) for f in read_json(manifest).get("files", [])]
 
 
 def stray_parts(out: str | os.PathLike) -> list[str]:

@@ -25,6 +25,7 @@ from dg_jax import checkpoints
 from dg_jax.data import synthfaces
 from dg_jax.data.generated import read_generated
 from dg_jax.data.images import image_grid, to_model_range
+from dg_jax.data.shards import read_json
 from dg_jax.errors import UserError
 from dg_jax.evaluation.fairness import cell_labels, class_shares, fairness_metrics
 from dg_jax.evaluation.plots import share_chart
@@ -70,7 +71,7 @@ def make_featurizer(evaluator: AttributeClassifier, batch_size: int = 256):
 def run_targets(run_dir: pathlib.Path, specs, num_classes: dict[str, int]) -> list[Target]:
     """The targets to grade against: `specs`, else those the run was generated with."""
     if not specs:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest = read_json(run_dir / "manifest.json")
         specs = manifest["config"].get("targets", [])
     targets = [parse_target(s, num_classes) for s in specs]
     check_disjoint(targets)

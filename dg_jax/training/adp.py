@@ -12,7 +12,6 @@ give the accuracy per sampling step and attribute.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 
 import jax
@@ -23,6 +22,7 @@ from flax import nnx
 
 from dg_jax import checkpoints, configs
 from dg_jax.data.hspace import HSpaceSource, read_labels
+from dg_jax.data.shards import read_json
 from dg_jax.errors import UserError
 from dg_jax.evaluation.fairness import class_shares
 from dg_jax.models.adp import ADP, ADPConfig
@@ -85,7 +85,7 @@ def class_weights(labels: np.ndarray, k: int) -> np.ndarray:
 
 def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
     """Trains (or resumes); returns (ADP, report with held-out accuracy per step)."""
-    run = json.loads((pathlib.Path(config.data) / "run.json").read_text())
+    run = read_json(pathlib.Path(config.data) / "run.json")
     source = HSpaceSource(config.data)
     first = source[0]
     timesteps = tuple(first["timesteps"])
