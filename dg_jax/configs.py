@@ -29,6 +29,15 @@ def to_recorded_dict(config, later_fields: tuple[str, ...]) -> dict:
     return d
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested dict as one level with dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
 def from_dict(cls, d: dict):
     """Builds dataclass `cls` from `d`: nested dataclass fields recursively (through their own
     `from_dict` where they define one), lists as tuples. Unknown keys are an error."""

@@ -10,6 +10,7 @@ import sys
 from dg_jax.convert.guided_diffusion import PRESETS
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError
+from dg_jax.run_record import recorded_config
 from dg_jax.text_to_image import TextToImageConfig
 
 
@@ -45,14 +46,23 @@ def config_from_flags(args: argparse.Namespace, config_cls, defaults=None, prefi
 
 
 def main_for(config_cls, run, doc: str, argv=None) -> int:
-    """An entry point's main: parses `--field` flags for config_cls and calls run(config).
-    Returns the exit status: 0, or 2 after one line on stderr for bad input."""
+    """An entry point's main: parses `--field` flags for config_cls (and `--config FILE`, a JSON
+    file of its fields that the flags given change) and calls run(config). Returns the exit
+    status: 0, or 2 after one line on stderr for bad input."""
     parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(parser, config_cls)
+    parser.add_argument("--config", default="",
+                        help="start from this JSON file of the config's fields; flags given "
+                             "as well change it")
     try:
-        run(config_from_flags(parser.parse_args(argv), config_cls))
-    except (UserError, FileNotFoundError) as e:
+        args = parser.parse_args(argv)
+        config = config_from_flags(args, config_cls)
+        if args.config:
+            defaults = config_from_flags(parser.parse_args([]), config_cls)
+            config = recorded_config(args.config, config, defaults)
+        run(config)
+    except (UserError, OSError) as e:  # OSError: missing files, no access to a bucket
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

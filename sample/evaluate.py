@@ -32,7 +32,7 @@ def main(argv=None) -> int:
                             evaluator=a.evaluator, num_real=a.num_real, before=a.before)
     try:
         report = evaluate(config)
-    except (UserError, FileNotFoundError) as e:
+    except (UserError, OSError) as e:  # OSError: missing files, no access to a bucket
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {name: {k: round(m[k], 4) for k in ("fd", "kl", "deviation_ratio")}

@@ -2,9 +2,10 @@
 
     python -m sample.generate --out out/faces --num-images 1024 --seed 0 --batch-size 64 [--png]
 
-Uses the embedded SynthFaces model unless --model points at a checkpoint bundle or a local diffusers
-UNet2DModel folder (whose scheduler config sets the sampling defaults). Rerunning the same command
-continues an interrupted run; an --out made with another config is refused.
+Uses the embedded SynthFaces model unless --model points at a checkpoint bundle, a local diffusers
+UNet2DModel folder (whose scheduler config sets the sampling defaults) or a guided-diffusion
+checkpoint with --model-config. Rerunning the same command, or `--out OUT --resume` (which replays
+OUT/run.json), continues an interrupted run; an --out made with another config is refused.
 
 Text-to-image with a local Stable Diffusion pipeline folder, balanced per prompt, labelled by CLIP:
 
@@ -30,6 +31,7 @@ from dg_jax.flags import (
 from dg_jax.generation import GUIDANCE_METHODS, GenerateConfig, run
 from dg_jax.guard import GuardConfig
 from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.run_record import recorded_config, resumed_config
 
 
 def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
@@ -108,7 +110,30 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
     d.add_argument("--process-id", type=int)
     add_text_flags(p)
     p.add_argument("--png", action="store_true", help="also write OUT/png/<index>.png")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with the config its run.json records "
+                        "(retype nothing); flags given as well must agree with the record")
+    p.add_argument("--config", default="",
+                   help="start from this config file (a recorded OUT/run.json repeats that "
+                        "run); flags given as well change it")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="the UNet's compute dtype (parameters, the ADP and the guidance "
+                        "gradient stay float32; bfloat16 for TPU)")
+    p.add_argument("--compilation-cache", default="",
+                   help="a folder (local or gs://) where compiled programs are kept and "
+                        "reused by a resume or the next job")
     a = p.parse_args(argv)
+    config = config_from_flags(a)
+    if a.resume and a.config:
+        raise UserError("--resume continues --out's own run.json; give --config without it")
+    if a.resume or a.config:
+        defaults = config_from_flags(p.parse_args(["--out", a.out]))
+        config = (resumed_config(config, defaults) if a.resume else recorded_config(
+            a.config, config, defaults, keep=("out", "png", "guard")))
+    return config, a
+
+
+def config_from_flags(a: argparse.Namespace) -> GenerateConfig:
     sampler = sampler_from_flags(a)
     try:
         max_step = a.max_h_step if a.max_h_step not in (0.0, float("inf")) else None
@@ -122,17 +147,20 @@ def parse_args(argv=None) -> tuple[GenerateConfig, argparse.Namespace]:
         raise UserError(str(e)) from None
     return GenerateConfig(out=a.out, num_images=a.num_images, seed=a.seed,
                           batch_size=a.batch_size, shard_size=a.shard_size, model=a.model,
-                          model_config=a.model_config,
+                          model_config=a.model_config, dtype=a.dtype,
                           classifier=a.classifier, sampler=sampler, method=a.method,
                           targets=tuple(a.target + a.joint), adp=a.adp, guidance=guidance,
                           png=a.png, balance=a.balance,
                           distribution_scope=a.distribution_scope, text=text_from_flags(a),
                           guard=guard,
-                          preserve=tuple(x.strip() for x in a.preserve.split(",") if x.strip())), a
+                          preserve=tuple(x.strip() for x in a.preserve.split(",") if x.strip()))
 
 
 def join_hosts(a) -> None:
-    """jax.distributed.initialize() before anything touches a device."""
+    """jax.distributed.initialize() before anything touches a device, and the compilation
+    cache before anything compiles."""
+    if a.compilation_cache:
+        jax.config.update("jax_compilation_cache_dir", a.compilation_cache)
     if a.distributed:
         # CPU hosts (tests, a workstation) need collectives across processes; TPU and GPU
         # backends bring their own and ignore this.
@@ -147,7 +175,7 @@ def main(argv=None) -> int:
         config.validate()
         join_hosts(flags)
         manifest = run(config)
-    except (UserError, FileNotFoundError) as e:
+    except (UserError, OSError) as e:  # OSError: missing files, no access to a bucket
         print(f"error: {e}", file=sys.stderr)
         return 2
     if jax.process_index() == 0:

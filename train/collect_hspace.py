@@ -67,7 +67,7 @@ def parse_args(argv=None) -> CollectConfig:
 def main(argv=None) -> int:
     try:
         summary = collect(parse_args(argv))
-    except (UserError, FileNotFoundError) as e:
+    except (UserError, OSError) as e:  # OSError: missing files, no access to a bucket
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dg_jax.configs import flatten
+
 # diffusers' weight files are called diffusion_pytorch_model, transformers' (CLIP) model
 WEIGHT_NAME = "diffusion_pytorch_model"
 
@@ -72,7 +74,7 @@ def load_converted(model: nnx.Module, converted: dict[str, np.ndarray]) -> nnx.M
 
     `model` may be abstract (`models.abstract.abstract_model`), as the loaders build it."""
     state = nnx.state(model, nnx.Param)
-    ours = _flatten(nnx.to_pure_dict(state))
+    ours = flatten(nnx.to_pure_dict(state))
     missing, unexpected = sorted(set(ours) - set(converted)), sorted(set(converted) - set(ours))
     if missing or unexpected:
         raise ValueError(f"weights do not fit the config: {len(missing)} missing "
@@ -92,15 +94,7 @@ def load_converted(model: nnx.Module, converted: dict[str, np.ndarray]) -> nnx.M
 def parameter_shapes(model: nnx.Module) -> dict[str, tuple[int, ...]]:
     """The shape of each of `model`'s parameters by dotted name ("conv_in.kernel")."""
     return {name: tuple(value.shape)
-            for name, value in _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()}
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        name = f"{prefix}{k}"
-        out.update(_flatten(v, name + ".") if isinstance(v, dict) else {name: v})
-    return out
+            for name, value in flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param))).items()}
 
 
 def _unflatten(flat: dict) -> dict:

@@ -1,0 +1,108 @@
+"""Resuming a run from OUT/run.json (--resume), and output folders whose records are damaged."""
+
+import json
+
+import pytest
+from flax import nnx
+from helpers import TINY_CLASSIFIER, TINY_UNET
+
+from dg_jax import checkpoints
+from dg_jax.data import generated
+from dg_jax.data.writer import DatasetWriter
+from dg_jax.models.classifier import AttributeClassifier
+from dg_jax.models.unet import UNet
+from sample import generate as cli
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    checkpoints.save_bundle(root / "unet", "unet", TINY_UNET.__dict__,
+                            UNet(TINY_UNET, rngs=nnx.Rngs(0)))
+    checkpoints.save_bundle(root / "clf", "classifier",
+                            {"attributes": TINY_CLASSIFIER.attributes,
+                             "channels": TINY_CLASSIFIER.channels, "groups": TINY_CLASSIFIER.groups},
+                            AttributeClassifier(TINY_CLASSIFIER, rngs=nnx.Rngs(0)))
+    return root
+
+
+def flags(bundles, out):
+    return ["--out", str(out), "--model", str(bundles / "unet"), "--classifier",
+            str(bundles / "clf"), "--num-images", "8", "--batch-size", "4", "--shard-size", "4",
+            "--steps", "2", "--seed", "5", "--on-degenerate", "warn"]  # random UNet: noise
+
+
+def test_resume_replays_the_recorded_command(bundles, tmp_path, monkeypatch, capsys):
+    assert cli.main(flags(bundles, tmp_path / "whole")) == 0
+    out = tmp_path / "out"
+    commit = DatasetWriter.commit
+
+    def crash_at_shard_1(self, shard, manifest):
+        if shard == 1:
+            raise KeyboardInterrupt
+        commit(self, shard, manifest)
+
+    monkeypatch.setattr(DatasetWriter, "commit", crash_at_shard_1)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(flags(bundles, out))
+    monkeypatch.setattr(DatasetWriter, "commit", commit)
+    run_json = (out / "run.json").read_text()
+    capsys.readouterr()
+    # a flag that disagrees with the record: one line, nothing written
+    assert cli.main(["--out", str(out), "--resume", "--seed", "6"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --resume: seed is 6 on the command line but 5 in ")
+    assert "\n" not in err and (out / "run.json").read_text() == run_json
+    # the same value, and flags the record does not hold, are fine
+    assert cli.main(["--out", str(out), "--resume", "--steps", "2", "--png",
+                     "--on-degenerate", "warn"]) == 0
+    resumed, whole = generated.read_generated(out), generated.read_generated(tmp_path / "whole")
+    assert (resumed["image"] == whole["image"]).all()
+    assert json.loads((out / "manifest.json").read_text())["last_run"]["generated"] == 4
+    assert len(list((out / "png").iterdir())) == 4  # --png came from the resuming command
+    assert cli.main(["--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "has no run.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["run.json", "manifest.json"])
+def test_a_truncated_record_is_a_one_line_error(bundles, tmp_path, capsys, name):
+    out = tmp_path / "out"
+    assert cli.main(flags(bundles, out)) == 0
+    capsys.readouterr()
+    damaged = (out / name).read_text()[:40]
+    (out / name).write_text(damaged)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for args in (flags(bundles, out), ["--out", str(out), "--resume"]):
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {out / name} is corrupt (") and "\n" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_config_file_repeats_a_run_and_flags_change_it(bundles, tmp_path, capsys):
+    assert cli.main(flags(bundles, tmp_path / "first")) == 0
+    recorded = str(tmp_path / "first" / "run.json")
+    # the same run elsewhere: the same images
+    warn = ["--on-degenerate", "warn"]  # not recorded: it does not change the images
+    assert cli.main(["--config", recorded, "--out", str(tmp_path / "again"), *warn]) == 0
+    first, again = (generated.read_generated(tmp_path / d) for d in ("first", "again"))
+    assert (first["image"] == again["image"]).all()
+    # a flag changes the file's setting
+    assert cli.main(["--config", recorded, "--out", str(tmp_path / "seed6"), "--seed", "6",
+                     "--num-images", "4", *warn]) == 0
+    run = json.loads((tmp_path / "seed6" / "run.json").read_text())
+    assert run["seed"] == 6 and run["num_images"] == 4 and run["sampler"]["num_steps"] == 2
+    assert cli.main(["--config", str(tmp_path / "none.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "no config file" in capsys.readouterr().err
+
+
+def test_config_file_for_a_dataclass_entry_point(tmp_path):
+    from dg_jax.flags import main_for
+
+    seen = []
+    (tmp_path / "c.json").write_text(json.dumps({"steps": 7, "hidden": 12}))
+    from dg_jax.training.adp import ADPTrainConfig
+
+    assert main_for(ADPTrainConfig, seen.append, "", ["--config", str(tmp_path / "c.json"),
+                                                      "--hidden", "16"]) == 0
+    assert seen[0].steps == 7 and seen[0].hidden == 16
