@@ -1,8 +1,11 @@
 """Bundles of (config, params) on disk, and where the embedded default model lives.
 
 A bundle is a folder with `config.json` (which module and its config) and an orbax checkpoint
-`params/` of the module's parameters. Shipped bundles store float16 parameters (half the size;
-restored as float32) where that is accurate enough for inference.
+`params/` of the module's parameters, local or on an object store (gs://, through etils.epath:
+the parameters travel through a local temporary folder, so any epath store works, the fake one
+of the tests included).
+Shipped bundles store float16 parameters (half the size; restored as float32) where that is
+accurate enough for inference.
 """
 
 from __future__ import annotations
@@ -10,10 +13,12 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 EMBEDDED_DIR = pathlib.Path(__file__).parent / "assets"
@@ -23,23 +28,41 @@ EMBEDDED_EVALUATOR = EMBEDDED_DIR / "synthfaces_evaluator"  # FD labels and KID/
 EMBEDDED_ADP = EMBEDDED_DIR / "synthfaces_adp"  # the embedded UNet's ADP, every attribute
 
 
+def location(path: str | os.PathLike) -> epath.Path:
+    """A local path made absolute (orbax needs that), or an object-store path (gs://...)."""
+    path = os.fspath(path)
+    return epath.Path(path if "://" in path else os.path.abspath(path))
+
+
+def copy_tree(source: epath.Path, dest: epath.Path) -> None:
+    """Copies folder `source` into `dest` file by file, between any two epath stores."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_dir():
+            copy_tree(item, dest / item.name)
+        else:
+            (dest / item.name).write_bytes(item.read_bytes())
+
+
 def save_bundle(path: str | os.PathLike, kind: str, config: dict, model: nnx.Module,
                 dtype: str = "float32", extra: dict | None = None) -> None:
     """Writes config.json and params/ under `path` (which must not exist yet)."""
-    path = pathlib.Path(path).absolute()
+    path = location(path)
     if path.exists():
         raise FileExistsError(f"refusing to overwrite existing bundle {path}")
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
     path.mkdir(parents=True)
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(path / "params", params)
+    with tempfile.TemporaryDirectory() as tmp:
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(epath.Path(tmp) / "params", params)
+        copy_tree(epath.Path(tmp) / "params", path / "params")
     meta = {"kind": kind, "config": config, "param_dtype": dtype, **(extra or {})}
     (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def read_bundle_config(path: str | os.PathLike) -> dict:
-    path = pathlib.Path(path)
+    path = location(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no checkpoint bundle at {path} (config.json missing)")
     return json.loads((path / "config.json").read_text())
@@ -47,7 +70,7 @@ def read_bundle_config(path: str | os.PathLike) -> dict:
 
 def load_params_into(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
     """Restores params/ of a bundle into `model` (shapes must match exactly), as float32."""
-    path = pathlib.Path(path).absolute()
+    path = location(path)
     state = nnx.state(model, nnx.Param)
     target = nnx.to_pure_dict(state)
     meta = read_bundle_config(path)
@@ -56,8 +79,9 @@ def load_params_into(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     stored = jax.tree.map(lambda p: jax.ShapeDtypeStruct(
         p.shape, jnp.dtype(meta["param_dtype"]), sharding=device), target)
-    with ocp.StandardCheckpointer() as ckpt:
-        loaded = ckpt.restore(path / "params", stored)
+    with tempfile.TemporaryDirectory() as tmp, ocp.StandardCheckpointer() as ckpt:
+        copy_tree(path / "params", epath.Path(tmp) / "params")
+        loaded = ckpt.restore(epath.Path(tmp) / "params", stored)
     loaded = jax.tree.map(lambda p, t: jnp.asarray(p, t.dtype), loaded, target)
     nnx.replace_by_pure_dict(state, loaded)
     nnx.update(model, state)

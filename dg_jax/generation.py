@@ -49,6 +49,9 @@ class GenerateConfig:
     shard_size: int = 1024  # images per array_record shard
     model: str = ""  # UNet bundle, diffusers folder or guided-diffusion checkpoint; "": embedded
     model_config: str = ""  # a guided-diffusion checkpoint's preset or JSON flags
+    # the UNet's compute dtype: float32 or bfloat16 (parameters, the ADP, the distribution loss
+    # and its gradient stay float32)
+    dtype: str = "float32"
     classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier; "none"
     sampler: SamplerConfig = SamplerConfig()  # None fields: the model's sampling defaults
     method: str = "none"  # guidance: none | distribution | sample | image (see sampling.py)
@@ -84,6 +87,8 @@ class GenerateConfig:
                             "model)")
         if self.png and "://" in self.out:
             raise UserError("--png writes local files; use it with a local --out")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise UserError(f"unknown --dtype {self.dtype!r}; use float32 or bfloat16")
         if self.balance not in ("dataset", "batch"):
             raise UserError(f"unknown --balance {self.balance!r}; use dataset or batch")
         if self.distribution_scope not in ("global", "local"):
@@ -175,11 +180,12 @@ def weak_attribute_warnings(report: dict, targets: list[Target]) -> list[str]:
     return lines
 
 
-def load_model(config):
-    """(UNet, ModelConfig, config with its sampler resolved) for a config with `model` and
-    `sampler` fields; the resolved sampler (model defaults filled in) is what run.json records."""
+def load_model(config, dtype: str | None = None):
+    """(UNet, ModelConfig, config with its sampler resolved) for a config with `model`,
+    `model_config` and `sampler` fields; the resolved sampler (model defaults filled in) is what
+    run.json records. dtype: the UNet's compute dtype (None: the model's own)."""
     try:
-        unet, model_config = load_unet(config.model or None, config.model_config or None)
+        unet, model_config = load_unet(config.model or None, config.model_config or None, dtype)
     except (ValueError, ImportError) as e:
         raise UserError(f"cannot load model {config.model or 'embedded'}: {e}") from None
     config = dataclasses.replace(config, sampler=config.sampler.resolve(model_config.sampling))
@@ -191,12 +197,12 @@ def run(config: GenerateConfig) -> dict:
     of every host, and returns the manifest."""
     config.validate()
     # Models first: a missing checkpoint must not leave an output directory behind.
-    unet, model_config, config = load_model(config)
+    unet, model_config, config = load_model(config, config.dtype)
     sd, unet = split_model(unet, config.text)
     # The labeller; image guidance steers with it too. None for a real model without one.
     classifier = load_labeller(config.text, config.classifier, sd is not None)
     adp, targets, unguided = load_guidance(config, classifier)
-    wanted = configs.to_recorded_dict(config, later_fields=("text", "model_config"))
+    wanted = configs.to_recorded_dict(config, later_fields=("text", "model_config", "dtype"))
     # Neither writing PNGs as well nor how broken images are handled changes the images, so
     # a rerun may change them (e.g. --on-degenerate warn after a stop).
     wanted.pop("png")

@@ -12,6 +12,7 @@ parameters.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -90,27 +91,30 @@ def _load_module(path, kind: str, module_cls, config_cls):
 ADM_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 
-def load_unet(path: str | os.PathLike | None = None,
-              model_config: str | dict | None = None) -> tuple[UNet, ModelConfig]:
+def load_unet(path: str | os.PathLike | None = None, model_config: str | dict | None = None,
+              dtype: str | None = None) -> tuple[UNet, ModelConfig]:
     """Returns (UNet with float32 params, its ModelConfig) from a bundle, a diffusers folder, or
     a guided-diffusion checkpoint file with `model_config` (a preset name from
     `dg_jax.convert.guided_diffusion.PRESETS`, or a JSON file / dict of its create_model and
-    diffusion flags); no path: the embedded SynthFaces UNet."""
+    diffusion flags); no path: the embedded SynthFaces UNet. dtype: the compute dtype
+    ("bfloat16": activations and matmuls in bf16, parameters stay float32); None: a bundle's
+    own, else float32."""
     path = path or checkpoints.EMBEDDED_UNET
     if pathlib.Path(path).suffix in ADM_SUFFIXES:
         if model_config is None:
             raise ValueError(f"{path} is a guided-diffusion checkpoint: give its architecture "
                              f"as --model-config, a preset ({', '.join(PRESETS)}) or a JSON "
                              "file of its flags")
-        return load_adm_unet(path, model_config)
+        return load_adm_unet(path, model_config, dtype or "float32")
     if model_config is not None:
         raise ValueError("--model-config is for guided-diffusion checkpoints (.pt, "
                          ".safetensors); bundles and diffusers folders carry their own config")
     if is_diffusers_folder(path):
-        return from_diffusers(path)
+        return from_diffusers(path, dtype or "float32")
     meta = _bundle_config(path, "unet")
+    unet_config = UNetConfig.from_dict(meta["config"])
     config = ModelConfig(
-        unet=UNetConfig.from_dict(meta["config"]),
+        unet=dataclasses.replace(unet_config, dtype=dtype or unet_config.dtype),
         schedule=configs.from_dict(ScheduleConfig, meta.get("schedule", {})),
         sampling=configs.from_dict(SamplerConfig, meta.get("sampling", {})).resolve(
             DEFAULT_SAMPLING),

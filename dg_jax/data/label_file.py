@@ -9,9 +9,10 @@ label + 1 (at least 2) unless `num_classes` says more.
 from __future__ import annotations
 
 import csv
-import pathlib
+import io
 
 import numpy as np
+from etils import epath
 
 from dg_jax.errors import UserError
 
@@ -20,7 +21,7 @@ class LabelFile:
     """indices [B] -> attribute -> one-hot probabilities [B, K] (what a labeller's softmax gives)."""
 
     def __init__(self, path, num_classes: dict[str, int] | None = None):
-        path = pathlib.Path(path)
+        path = epath.Path(path)  # local or gs://
         if not path.is_file():
             raise UserError(f"label file {path} does not exist")
         columns = _read_npz(path) if path.suffix == ".npz" else _read_csv(path)
@@ -49,14 +50,13 @@ class LabelFile:
                 for name, k in self.num_classes.items()}
 
 
-def _read_npz(path: pathlib.Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
+def _read_npz(path: epath.Path) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(path.read_bytes())) as data:
         return {k: np.asarray(data[k], np.int64) for k in data.files}
 
 
-def _read_csv(path: pathlib.Path) -> dict[str, np.ndarray]:
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+def _read_csv(path: epath.Path) -> dict[str, np.ndarray]:
+    rows = list(csv.DictReader(io.StringIO(path.read_text(), newline="")))
     if not rows:
         raise UserError(f"label file {path} has no rows")
     try:
