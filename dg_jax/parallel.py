@@ -17,9 +17,17 @@ from jax.sharding import PartitionSpec as P
 DATA_AXIS = "data"
 
 
+def host_ordered_devices() -> list:
+    """Every device of every host, each host's devices together (sorted by process index, then
+    device id): jax.devices() does not promise that order on a pod, and a host's rows of the
+    batch must be one contiguous block (`local_row_range`)."""
+    return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+
+
 def data_mesh(devices=None) -> Mesh:
-    """A 1-D mesh over `devices` (default: every device of every host), axis DATA_AXIS."""
-    devices = jax.devices() if devices is None else devices
+    """A 1-D mesh over `devices` (default: every device of every host, host by host), axis
+    DATA_AXIS."""
+    devices = host_ordered_devices() if devices is None else devices
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
@@ -33,7 +41,7 @@ def batch_mesh(global_batch: int, unit: int = 1) -> Mesh:
     does not split evenly over all of them, the most devices it does split over (with a note
     on stderr). Several processes need a multiple of the device count. `unit`: consecutive rows
     that must stay on one device (a prompt group, whose batch distribution is its own)."""
-    devices = jax.devices()
+    devices = host_ordered_devices()
     units = global_batch // unit
     if units % len(devices) == 0:
         return data_mesh(devices)

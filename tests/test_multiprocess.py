@@ -1,5 +1,5 @@
-"""Two local processes joined by jax.distributed (CPU collectives) make the same data set as one
-process over the same number of devices."""
+"""Two local processes of 4 devices each, joined by jax.distributed (CPU collectives), make the
+same data set as one process over 8 devices."""
 
 import json
 import os
@@ -22,7 +22,6 @@ from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet
-from sample import generate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,18 +52,21 @@ def test_two_processes_make_the_single_process_data_set(bundles, tmp_path):
             "--shard-size", "8", "--steps", "3", "--method", "distribution",
             "--target", "hair=0.5,0.5", "--push-scale", "50", "--temperature", "1",
             "--on-degenerate", "warn"]  # a random UNet makes noise
-    assert generate.main(["--out", str(tmp_path / "one"), *args]) == 0  # 4 devices (conftest)
+
+    def start(out, devices, distributed=()):
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT,
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        return subprocess.Popen(
+            [sys.executable, "-m", "sample.generate", "--out", str(tmp_path / out), *args,
+             *distributed], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
 
     port = free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "sample.generate", "--out", str(tmp_path / "two"), *args,
-         "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
-         "--process-id", str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [start("one", 8)] + [start("two", 4, [
+        "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+        "--process-id", str(i)]) for i in range(2)]
     logs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], logs
+    assert [p.returncode for p in procs] == [0, 0, 0], logs
 
     manifest = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert manifest["files"][:2] == ["shard-00000-part-000-of-002.array_record",

@@ -108,3 +108,17 @@ def test_deficit_distribution_unbounded():
 def test_max_deviation():
     assert max_deviation(np.array([60, 40]), np.array([0.5, 0.5])) == pytest.approx(0.1)
     assert max_deviation(np.array([0, 0]), np.array([0.5, 0.5])) == 0.0
+
+
+def test_the_mesh_keeps_each_hosts_devices_together(monkeypatch):
+    from types import SimpleNamespace
+
+    from dg_jax import parallel
+
+    # a pod's jax.devices() order is not promised: interleave 2 hosts' devices
+    fake = [SimpleNamespace(process_index=p, id=i) for i, p in [(5, 1), (0, 0), (4, 1), (1, 0),
+                                                               (7, 1), (2, 0), (6, 1), (3, 0)]]
+    monkeypatch.setattr(parallel.jax, "devices", lambda: fake)
+    ordered = parallel.host_ordered_devices()
+    assert [(d.process_index, d.id) for d in ordered] == [(0, 0), (0, 1), (0, 2), (0, 3),
+                                                          (1, 4), (1, 5), (1, 6), (1, 7)]
