@@ -1,4 +1,4 @@
-# Shared by the tpu_scripts: flag parsing and the dry-run switch. Sourced, not run.
+# Shared by the tpu_scripts: flag parsing, the dry-run switch, TPU states. Sourced, not run.
 # shellcheck shell=bash
 
 NAME="${TPU_NAME:-dg-jax}"
@@ -6,6 +6,14 @@ ZONE="${TPU_ZONE:-us-central2-b}"
 PROJECT="${TPU_PROJECT:-}"
 DRY_RUN=0
 REST=()
+# Where setup.sh installs dg-jax on every worker, and where launch.sh logs: paths on the
+# workers, so the tilde stays for their shells to expand.
+# shellcheck disable=SC2034,SC2088
+VENV='~/dg-venv'
+# shellcheck disable=SC2034,SC2088
+LOGS='~/dg-logs'
+# Seconds between state queries while waiting for a queued resource.
+POLL_SECONDS="${TPU_POLL_SECONDS:-30}"
 
 usage_common() {
   cat <<'USAGE'
@@ -48,6 +56,13 @@ scope_flags() {
   if [[ -n "${PROJECT}" ]]; then printf '%s\n' "--project=${PROJECT}"; fi
 }
 
+# common_args: the common flags again, for calling another of these scripts.
+common_args() {
+  printf '%s\n' --name "${NAME}" --zone "${ZONE}"
+  if [[ -n "${PROJECT}" ]]; then printf '%s\n' --project "${PROJECT}"; fi
+  if [[ "${DRY_RUN}" == 1 ]]; then printf '%s\n' --dry-run; fi
+}
+
 # quote ARG: ARG as the shell reads it back; single quotes only where needed.
 quote() {
   if [[ "$1" =~ ^[A-Za-z0-9_@%+=:,./~-]+$ ]]; then
@@ -73,6 +88,47 @@ on_workers() {
   local scope
   mapfile -t scope < <(scope_flags)
   run gcloud compute tpus tpu-vm ssh "${NAME}" "${scope[@]}" --worker=all --command="$1"
+}
+
+# vm_state / queued_state: the TPU VM's state (READY, PREEMPTED, ...) or the queued resource's
+# (WAITING_FOR_RESOURCES, ACTIVE, SUSPENDED, FAILED, ...); MISSING if there is none. Queried
+# for real under --dry-run too: they decide what the script does.
+vm_state() {
+  local scope
+  mapfile -t scope < <(scope_flags)
+  gcloud compute tpus tpu-vm describe "${NAME}" "${scope[@]}" --format='value(state)' \
+    2>/dev/null || echo MISSING
+}
+queued_state() {
+  local scope
+  mapfile -t scope < <(scope_flags)
+  gcloud compute tpus queued-resources describe "${NAME}" "${scope[@]}" \
+    --format='value(state.state)' 2>/dev/null || echo MISSING
+}
+
+# wait_active TIMEOUT_SECONDS: until the queued resource is ACTIVE; a state it cannot leave on
+# its own is an error saying what to do.
+wait_active() {
+  local waited=0 state
+  if [[ "${DRY_RUN}" == 1 ]]; then
+    echo "# then wait until queued resource ${NAME} is ACTIVE (up to $1 s)"
+    return
+  fi
+  while true; do
+    state="$(queued_state)"
+    case "${state}" in
+      ACTIVE) echo "queued resource ${NAME}: ACTIVE" >&2; return ;;
+      FAILED) die "queued resource ${NAME} FAILED (no capacity or a bad request); delete.sh, then create.sh again, perhaps in another zone" ;;
+      SUSPENDING|SUSPENDED) die "queued resource ${NAME} is ${state} (its spot capacity was reclaimed); resume.sh --queued recreates it and continues the run" ;;
+      MISSING) die "queued resource ${NAME} does not exist" ;;
+      *) echo "queued resource ${NAME}: ${state} (waited ${waited} s of $1)" >&2 ;;
+    esac
+    if (( waited >= $1 )); then
+      die "queued resource ${NAME} still ${state} after $1 s; it stays queued (delete.sh cancels it)"
+    fi
+    sleep "${POLL_SECONDS}"
+    waited=$(( waited + POLL_SECONDS ))
+  done
 }
 
 die() {

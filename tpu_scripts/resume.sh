@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# After a preemption: recreates the TPU VM if it is gone or preempted, installs, and launches the
-# same generation again; sample.generate continues after the last shard in the manifest.
-#   tpu_scripts/resume.sh --name faces --zone us-central2-b --type v4-32 [--spot] --out gs://bucket/faces \
-#       [--dry-run] -- <the same sample.generate flags as at launch>
+# After a preemption: recreates what is gone (the VM, or the queued resource), installs, stops
+# any generation still running on a worker, and relaunches the run from its own record,
+# OUT/run.json (dg-generate --resume): nothing to retype. Flags after -- are checked against the
+# record (a mismatch is a one-line error).
+#   tpu_scripts/resume.sh --name faces --zone us-central2-b --type v4-32 [--version RUNTIME]
+#       [--spot] [--queued] --out gs://bucket/faces [--dry-run] [-- <flags to check>]
 set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 source "$(dirname "$0")/common.sh"
@@ -11,31 +13,44 @@ HERE="$(dirname "$0")"
 parse_common "$@"
 set -- "${REST[@]+"${REST[@]}"}"
 CREATE=()
-LAUNCH=()
+OUT=""
+QUEUED=0
+CHECK=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --type|--version) CREATE+=("$1" "$2"); shift 2 ;;
+    --type|--version|--wait-timeout) CREATE+=("$1" "$2"); shift 2 ;;
     --spot) CREATE+=("$1"); shift ;;
-    --out) LAUNCH+=("$1" "$2"); shift 2 ;;
-    --) LAUNCH+=("$@"); break ;;
-    -h|--help) sed -n 2,5p "$0"; usage_common; exit 0 ;;
+    --queued) CREATE+=("$1"); QUEUED=1; shift ;;
+    --out) OUT="$2"; shift 2 ;;
+    --) shift; CHECK=("$@"); break ;;
+    -h|--help) sed -n 2,7p "$0"; usage_common; exit 0 ;;
     *) die "unknown flag $1" ;;
   esac
 done
+[[ -n "${OUT}" ]] || die "--out is required: the run to continue (its run.json holds the command)"
+mapfile -t common < <(common_args)
 
-common=(--name "${NAME}" --zone "${ZONE}")
-if [[ -n "${PROJECT}" ]]; then common+=(--project "${PROJECT}"); fi
-if [[ "${DRY_RUN}" == 1 ]]; then common+=(--dry-run); fi
-mapfile -t scope < <(scope_flags)
-
-# READY: only the launch is needed (the processes died, the VM lives).
-state="$(gcloud compute tpus tpu-vm describe "${NAME}" "${scope[@]}" --format='value(state)' 2>/dev/null || echo MISSING)"
-echo "TPU ${NAME}: ${state}" >&2
-if [[ "${state}" != "READY" ]]; then
-  if [[ "${state}" != "MISSING" ]]; then
-    "${HERE}/delete.sh" "${common[@]}"
-  fi
+recreate() {  # delete what is left (if anything), create, install
+  if [[ "$1" != MISSING ]]; then "${HERE}/delete.sh" "${common[@]}"; fi
   "${HERE}/create.sh" "${common[@]}" "${CREATE[@]+"${CREATE[@]}"}"
   "${HERE}/setup.sh" "${common[@]}"
+}
+
+if [[ "${QUEUED}" == 1 ]]; then
+  state="$(queued_state)"
+  echo "queued resource ${NAME}: ${state}" >&2
+  case "${state}" in
+    ACTIVE) ;;  # the VM lives: only the processes died or hang
+    WAITING_FOR_RESOURCES|ACCEPTED|PROVISIONING|CREATING)
+      wait_active 7200
+      "${HERE}/setup.sh" "${common[@]}" ;;
+    *) recreate "${state}" ;;  # SUSPENDED, FAILED, MISSING, ...
+  esac
+else
+  state="$(vm_state)"
+  echo "TPU ${NAME}: ${state}" >&2
+  if [[ "${state}" != "READY" ]]; then recreate "${state}"; fi
 fi
-"${HERE}/launch.sh" "${common[@]}" "${LAUNCH[@]+"${LAUNCH[@]}"}"
+# a process that survived (hung on a collective after another host died) would hold the TPU
+on_workers "pkill -9 -f '[d]g-generate' || true"
+"${HERE}/launch.sh" "${common[@]}" --out "${OUT}" -- --resume "${CHECK[@]+"${CHECK[@]}"}"
