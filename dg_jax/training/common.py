@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from dg_jax import configs
 from dg_jax.errors import ConfigMismatchError, UserError
-from dg_jax.parallel import batch_sharding, data_mesh, replicate
+from dg_jax.parallel import batch_mesh, batch_sharding, replicate
 
 
 def shard_batch(batch, mesh: jax.sharding.Mesh):
@@ -106,7 +106,8 @@ def fit(config, state, train_step: Callable, get_batch: Callable[[np.ndarray], o
     Returns the final (replicated) state.
     """
     print(f"config: {configs.to_dict(config)}", flush=True)
-    mesh = data_mesh()  # every device; the batch is split along DATA_AXIS
+    # the devices the batch splits over evenly (every one when it can); split along DATA_AXIS
+    mesh = batch_mesh(config.batch_size)
     manager = checkpoint_manager(config.workdir)
     replicated = NamedSharding(mesh, P())
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
