@@ -188,8 +188,12 @@ def load_model(config, dtype: str | None = None):
         unet, model_config = load_unet(config.model or None, config.model_config or None, dtype)
     except (ValueError, ImportError) as e:
         raise UserError(f"cannot load model {config.model or 'embedded'}: {e}") from None
-    config = dataclasses.replace(config, sampler=config.sampler.resolve(model_config.sampling))
-    return unet, model_config, config
+    try:
+        sampler = config.sampler.resolve(model_config.sampling)
+    except ValueError as e:  # e.g. --steps against the model's respacing string
+        raise UserError(f"the sampler flags do not fit the model's sampling defaults: {e}; "
+                        "give --spacing as well") from None
+    return unet, model_config, dataclasses.replace(config, sampler=sampler)
 
 
 def run(config: GenerateConfig) -> dict:

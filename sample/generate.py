@@ -161,6 +161,8 @@ def join_hosts(a) -> None:
     cache before anything compiles."""
     if a.compilation_cache:
         jax.config.update("jax_compilation_cache_dir", a.compilation_cache)
+        # every program: the small per-batch ones too cost seconds each on every host
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     if a.distributed:
         # CPU hosts (tests, a workstation) need collectives across processes; TPU and GPU
         # backends bring their own and ignore this.

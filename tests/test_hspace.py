@@ -115,3 +115,30 @@ def test_train_adp_on_collected_h(bundles, tmp_path, kind):
     loaded = load_adp(tmp_path / "bundle")
     assert loaded.config == model.config
     assert (loaded.config.timesteps is not None) == (kind == "linear_per_step")
+
+
+def test_invert_a_tfds_set_labelled_by_its_own_attributes(bundles, tmp_path):
+    """--images tfds:NAME (sample i = example i, resized) with --labels tfds:NAME=ATTR,..."""
+    import tensorflow_datasets as tfds
+
+    from dg_jax.errors import UserError
+
+    root, _ = bundles
+    config = CollectConfig(out=str(tmp_path / "h"), num_samples=6, source="invert",
+                           batch_size=4, shard_size=6, model=str(root / "unet"),
+                           images="tfds:celeb_a", labels="tfds:gender=Male,Smiling",
+                           sampler=SamplerConfig(num_steps=2))
+    with tfds.testing.mock_data(num_examples=8):
+        collect(config)
+        examples = tfds.data_source("celeb_a", split="train")
+        want = {"gender": [int(examples[i]["attributes"]["Male"]) for i in range(6)],
+                "Smiling": [int(examples[i]["attributes"]["Smiling"]) for i in range(6)]}
+        with pytest.raises(UserError, match="holds 8 images, fewer than --num-samples 9"):
+            collect(CollectConfig(**{**config.__dict__, "num_samples": 9,
+                                     "out": str(tmp_path / "h9")}))
+        assert not (tmp_path / "h9").exists()
+    source = HSpaceSource(tmp_path / "h")
+    got = {name: [source[i]["labels"][name] for i in range(6)] for name in want}
+    assert got == want
+    with pytest.raises(UserError, match="give --images tfds:NAME"):
+        CollectConfig(labels="tfds:Male", source="invert").validate()

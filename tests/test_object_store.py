@@ -72,17 +72,21 @@ def test_generate_on_the_store_resumes_after_kill_9(bucket):
     with epath_testing.mock_epath():
         assert generate.main(job("gs://bucket/ref")) == 0
     out = bucket / "gs:" / "bucket" / "out"
-    proc = subprocess.Popen([sys.executable, "-c", RUNNER, *job("gs://bucket/out")], env=env,
-                            cwd=bucket, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = ["--compilation-cache", "gs://bucket/jax-cache"]
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, *job("gs://bucket/out"), *cache],
+                            env=env, cwd=bucket, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     while not (out / "manifest.json").exists() and proc.poll() is None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)  # just after the first shard is recorded
     proc.wait()
     assert 1 <= len(dataset_files(out)) < 4
+    compiled = {p.name for p in (bucket / "gs:" / "bucket" / "jax-cache").iterdir()}
+    assert compiled  # the killed run's compiled programs are on the store, for the resume
     # the relaunch retypes nothing: the run's own record holds the command
     done = subprocess.run([sys.executable, "-c", RUNNER, "--out", "gs://bucket/out", "--resume",
-                           "--on-degenerate", "warn"], env=env, cwd=bucket, capture_output=True,
-                          text=True)
+                           "--on-degenerate", "warn", *cache], env=env, cwd=bucket,
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     ref = bucket / "gs:" / "bucket" / "ref"
     assert kill_resume.digest(out) == kill_resume.digest(ref)

@@ -46,12 +46,13 @@ def parse_args(argv=None) -> CollectConfig:
     p.add_argument("--invert-probs", default="uniform", choices=["uniform", "biased"],
                    help="class probabilities of the SynthFaces images to invert")
     p.add_argument("--images", default="",
-                   help="--source invert: a folder of real images to invert instead of "
-                        "SynthFaces (sample i = the i-th file by name; label them with "
-                        "--labels by index or a --classifier)")
+                   help="--source invert: real images to invert instead of SynthFaces: a "
+                        "folder (sample i = the i-th file by name) or tfds:NAME[:SPLIT] (a "
+                        "locally prepared TFDS set); label them with --labels or --classifier")
     p.add_argument("--labels", default="",
                    help="label file by sample index (CSV index,<attr>,... or .npz) instead of a "
-                        "labeller")
+                        "labeller; or tfds:ATTR,NAME=ATTR,... for the binary attributes of a "
+                        "TFDS --images set")
     add_sampler_flags(p)
     add_text_flags(p)
     a = p.parse_args(argv)

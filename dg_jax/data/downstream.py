@@ -20,6 +20,7 @@ import numpy as np
 
 from dg_jax.data import synthfaces
 from dg_jax.data.generated import read_generated
+from dg_jax.data.image_sources import example_attribute, tfds_source
 from dg_jax.data.images import square_resize
 from dg_jax.errors import UserError
 
@@ -108,32 +109,13 @@ def generated_set(run_dir: str | os.PathLike, target: str, sensitive: str | None
                         data[f"label_{sensitive}"][part] if has_sensitive else None)
 
 
-def _attribute(example: dict, name: str) -> int:
-    # CelebA-style sets keep binary attributes under "attributes"; others label at the top level
-    source = example.get("attributes", {})
-    value = source[name] if name in source else example.get(name)
-    if value is None:
-        known = sorted(source) or sorted(k for k in example if k != "image")
-        raise UserError(f"the data set has no attribute {name!r}; known: {known}")
-    return int(value)
-
-
 def tfds_set(name: str, split: str, target: str, sensitive: str, size: int, num: int | None,
              seed: int, data_dir: str | None = None, balanced: bool = False) -> AttributeSet:
     """Examples of a TFDS data set prepared locally (read with tfds.data_source, no TensorFlow),
     images centre-cropped and resized to `size`. num: a random subset of that many (None: all);
     balanced: as many examples of every (target, sensitive) cell as the rarest cell has (within
     the subset), for a balanced test set."""
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise UserError("reading TFDS data needs tensorflow-datasets: pip install "
-                        "'dg-jax[tfds]'") from e
-    try:
-        source = tfds.data_source(name, split=split, data_dir=data_dir)
-    except Exception as e:  # tfds raises several types for a missing or unprepared data set
-        raise FileNotFoundError(f"TFDS data set {name}:{split} is not prepared in "
-                                f"{data_dir or 'the default TFDS data dir'}: {e}") from e
+    source = tfds_source(f"tfds:{name}:{split}", data_dir)
     rng = np.random.default_rng(seed)
     index = np.arange(len(source)) if num is None or num >= len(source) else np.sort(
         rng.choice(len(source), num, replace=False))
@@ -144,8 +126,8 @@ def tfds_set(name: str, split: str, target: str, sensitive: str, size: int, num:
     for row, i in enumerate(index):
         example = source[int(i)]
         images[row] = square_resize(example["image"], size)
-        target_labels[row] = _attribute(example, target)
-        sensitive_labels[row] = _attribute(example, sensitive)
+        target_labels[row] = example_attribute(example, target)
+        sensitive_labels[row] = example_attribute(example, sensitive)
     keep = np.arange(len(index))
     if balanced:
         cells = target_labels * (sensitive_labels.max() + 1) + sensitive_labels

@@ -4,8 +4,9 @@ Two sources of labelled h (METHOD.md section 3):
   generate  sample from the model, record h at every step, label the final image with the
             attribute classifier (the h the guided sampler will actually see);
   invert    DDIM-invert images (the original code's path) and record h at every inversion
-            step: SynthFaces draws, or a folder of real images (--images; sample i is the i-th
-            file by name), labelled by the classifier or a label file by index.
+            step: SynthFaces draws, or real images (--images: a folder, sample i the i-th file
+            by name, or tfds:NAME[:SPLIT], sample i example i), labelled by the classifier, a
+            label file by index, or a TFDS set's own attributes (--labels tfds:ATTR,...).
 Shards are written resumably (rerun = continue) and memory does not grow with num_samples.
 For a text-to-image model (generate only), sample i has prompt i mod len(prompts), h is the
 conditional branch's (what the guided sampler's ADP reads) and the labeller is CLIP zero-shot
@@ -25,7 +26,7 @@ from dg_jax import configs
 from dg_jax.balanced import make_labeller
 from dg_jax.data import shards, synthfaces
 from dg_jax.data.hspace import encode_h_record
-from dg_jax.data.image_folder import ImageFolder
+from dg_jax.data.image_sources import open_images, tfds_labeller
 from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.data.label_file import LabelFile
 from dg_jax.diffusion.sampler_config import SamplerConfig
@@ -49,7 +50,7 @@ class CollectConfig:
     classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier
     sampler: SamplerConfig = SamplerConfig()
     invert_probs: str = "uniform"  # SynthFaces class probabilities of inverted images
-    images: str = ""  # a folder of images to invert instead of SynthFaces draws
+    images: str = ""  # a folder or tfds:NAME[:SPLIT] of images to invert, not SynthFaces
     text: TextToImageConfig = TextToImageConfig()  # a Stable Diffusion --model
     labels: str = ""  # a label file (data/label_file.py): labels by sample index, no labeller
 
@@ -67,6 +68,9 @@ class CollectConfig:
                             "--clip")
         if self.images and self.source != "invert":
             raise UserError("--images are inverted: give them with --source invert")
+        if self.labels.startswith("tfds:") and not self.images.startswith("tfds:"):
+            raise UserError("--labels tfds:ATTR,... reads the attributes of a TFDS --images "
+                            "set; give --images tfds:NAME[:SPLIT]")
         if self.text.prompts and self.source == "invert":
             raise UserError("--source invert is for unconditional models; use --source generate "
                             "with --prompt")
@@ -78,7 +82,9 @@ def collect(config: CollectConfig) -> dict:
     model, model_config, config = load_model(config)
     sd, unet = split_model(model, config.text)
     _, timesteps, _, _ = sampling_plan(model_config, config.sampler)
-    if config.labels:
+    if config.labels.startswith("tfds:"):
+        label_file = tfds_labeller(config.images, config.labels[len("tfds:"):])
+    elif config.labels:
         label_file = LabelFile(config.labels)
     else:
         labeller = load_labeller(config.text, config.classifier, sd is not None)
@@ -89,6 +95,9 @@ def collect(config: CollectConfig) -> dict:
     later = ("text", "labels", "model_config", "images")
     wanted = {**configs.to_recorded_dict(config, later_fields=later),
               "timesteps": [int(t) for t in timesteps]}
+    # bad --images fail before anything is written
+    load_images = images_to_invert(config, unet.config.sample_size) if (
+        config.source == "invert") else None
     shards.prepare_output_dir(config.out, wanted)
 
     if config.source == "generate":
@@ -106,7 +115,6 @@ def collect(config: CollectConfig) -> dict:
             return np.asarray(to_uint8(images)), trace["h"]
     else:
         invert = make_h_inverter(unet, model_config, config.sampler)
-        load_images = images_to_invert(config, unet.config.sample_size)
 
         def images_and_h(idx):
             images = load_images(idx)
@@ -140,15 +148,15 @@ def collect(config: CollectConfig) -> dict:
 
 
 def images_to_invert(config: CollectConfig, size: int):
-    """indices [B] -> uint8 images [B, size, size, 3]: the --images folder's files (the padding
-    rows of a last batch repeat its last file), or SynthFaces draws, one per batch seeded by
-    (seed, first index) so that any shard can be rebuilt alone."""
+    """indices [B] -> uint8 images [B, size, size, 3]: the --images (the padding rows of a last
+    batch repeat its last image), or SynthFaces draws, one per batch seeded by (seed, first
+    index) so that any shard can be rebuilt alone."""
     if config.images:
-        folder = ImageFolder(config.images, size)
-        if len(folder) < config.num_samples:
-            raise UserError(f"--images {config.images} holds {len(folder)} images, fewer than "
+        images = open_images(config.images, size)
+        if len(images) < config.num_samples:
+            raise UserError(f"--images {config.images} holds {len(images)} images, fewer than "
                             f"--num-samples {config.num_samples}")
-        return lambda idx: folder.load(np.minimum(idx, config.num_samples - 1))
+        return lambda idx: images.load(np.minimum(idx, config.num_samples - 1))
     probs = None if config.invert_probs == "uniform" else synthfaces.BIASED_PROBS
     return lambda idx: synthfaces.generate(len(idx), int(config.seed * 1_000_003 + idx[0]),
                                            probs, size)[0]
