@@ -72,8 +72,8 @@ def test_output_and_h_match_the_reference(name, tmp_path):
     x = np.random.RandomState(1).randn(2, 3, n, n).astype(np.float32)
     t = np.array([3, 870])
     want, want_h = reference_forward(model, x, t)
-    enc = unet.encode(jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(t))
-    got = nchw(unet.decode(*enc))
+    enc = jax.jit(unet.encode)(jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.asarray(t))
+    got = nchw(jax.jit(unet.decode)(*enc))  # jitted: op by op would compile every op alone
     assert got.shape == want.shape == (2, 6 if flags.get("learn_sigma") else 3, n, n)
     assert nchw(enc.h).shape == want_h.shape
     np.testing.assert_allclose(nchw(enc.h), want_h, atol=1e-4)
@@ -209,7 +209,7 @@ def test_fp16_safetensors_load_without_torch(tmp_path, monkeypatch):
     x = np.random.RandomState(0).randn(1, 3, 32, 32).astype(np.float32)
     monkeypatch.undo()
     want, _ = reference_forward(model.half().float(), x, np.array([100]))
-    got = nchw(unet(jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.array([100])))
+    got = nchw(jax.jit(unet.__call__)(jnp.asarray(x.transpose(0, 2, 3, 1)), jnp.array([100])))
     np.testing.assert_allclose(got, want, atol=1e-4)
     monkeypatch.setitem(sys.modules, "torch", None)
     torch_file = tmp_path / "m.pt"

@@ -1,6 +1,7 @@
 """Resuming a run from OUT/run.json (--resume), and output folders whose records are damaged."""
 
 import json
+import shutil
 
 import pytest
 from flax import nnx
@@ -26,14 +27,21 @@ def bundles(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def recorded(bundles, tmp_path_factory):
+    """A finished run of `flags` (read only: copy it to change it)."""
+    out = tmp_path_factory.mktemp("recorded") / "run"
+    assert cli.main(flags(bundles, out)) == 0
+    return out
+
+
 def flags(bundles, out):
     return ["--out", str(out), "--model", str(bundles / "unet"), "--classifier",
             str(bundles / "clf"), "--num-images", "8", "--batch-size", "4", "--shard-size", "4",
             "--steps", "2", "--seed", "5", "--on-degenerate", "warn"]  # random UNet: noise
 
 
-def test_resume_replays_the_recorded_command(bundles, tmp_path, monkeypatch, capsys):
-    assert cli.main(flags(bundles, tmp_path / "whole")) == 0
+def test_resume_replays_the_recorded_command(bundles, recorded, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     commit = DatasetWriter.commit
 
@@ -56,7 +64,7 @@ def test_resume_replays_the_recorded_command(bundles, tmp_path, monkeypatch, cap
     # the same value, and flags the record does not hold, are fine
     assert cli.main(["--out", str(out), "--resume", "--steps", "2", "--png",
                      "--on-degenerate", "warn"]) == 0
-    resumed, whole = generated.read_generated(out), generated.read_generated(tmp_path / "whole")
+    resumed, whole = generated.read_generated(out), generated.read_generated(recorded)
     assert (resumed["image"] == whole["image"]).all()
     assert json.loads((out / "manifest.json").read_text())["last_run"]["generated"] == 4
     assert len(list((out / "png").iterdir())) == 4  # --png came from the resuming command
@@ -65,10 +73,9 @@ def test_resume_replays_the_recorded_command(bundles, tmp_path, monkeypatch, cap
 
 
 @pytest.mark.parametrize("name", ["run.json", "manifest.json"])
-def test_a_truncated_record_is_a_one_line_error(bundles, tmp_path, capsys, name):
+def test_a_truncated_record_is_a_one_line_error(bundles, recorded, tmp_path, capsys, name):
     out = tmp_path / "out"
-    assert cli.main(flags(bundles, out)) == 0
-    capsys.readouterr()
+    shutil.copytree(recorded, out)
     damaged = (out / name).read_text()[:40]
     (out / name).write_text(damaged)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -79,19 +86,18 @@ def test_a_truncated_record_is_a_one_line_error(bundles, tmp_path, capsys, name)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_config_file_repeats_a_run_and_flags_change_it(bundles, tmp_path, capsys):
-    assert cli.main(flags(bundles, tmp_path / "first")) == 0
-    recorded = str(tmp_path / "first" / "run.json")
+def test_config_file_repeats_a_run_and_flags_change_it(recorded, tmp_path, capsys):
+    run_json = str(recorded / "run.json")
     # the same run elsewhere: the same images
     warn = ["--on-degenerate", "warn"]  # not recorded: it does not change the images
-    assert cli.main(["--config", recorded, "--out", str(tmp_path / "again"), *warn]) == 0
-    first, again = (generated.read_generated(tmp_path / d) for d in ("first", "again"))
+    assert cli.main(["--config", run_json, "--out", str(tmp_path / "again"), *warn]) == 0
+    first, again = (generated.read_generated(d) for d in (recorded, tmp_path / "again"))
     assert (first["image"] == again["image"]).all()
-    # a flag changes the file's setting
-    assert cli.main(["--config", recorded, "--out", str(tmp_path / "seed6"), "--seed", "6",
-                     "--num-images", "4", *warn]) == 0
-    run = json.loads((tmp_path / "seed6" / "run.json").read_text())
-    assert run["seed"] == 6 and run["num_images"] == 4 and run["sampler"]["num_steps"] == 2
+    # a flag changes the file's setting, the others stay
+    config, _ = cli.parse_args(["--config", run_json, "--out", str(tmp_path / "seed6"),
+                                "--seed", "6", "--num-images", "4"])
+    assert (config.seed, config.num_images, config.sampler.num_steps) == (6, 4, 2)
+    assert config.model == json.loads((recorded / "run.json").read_text())["model"]
     assert cli.main(["--config", str(tmp_path / "none.json"), "--out", str(tmp_path / "x")]) == 2
     assert "no config file" in capsys.readouterr().err
 
