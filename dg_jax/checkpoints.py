@@ -2,14 +2,15 @@
 
 A bundle is a folder with `config.json` (which module and its config) and an orbax checkpoint
 `params/` of the module's parameters, local or on an object store (gs://, through etils.epath:
-the parameters travel through a local temporary folder, so any epath store works, the fake one
-of the tests included).
+there the parameters travel through a local temporary folder, so any epath store works, the fake
+one of the tests included).
 Shipped bundles store float16 parameters (half the size; restored as float32) where that is
 accurate enough for inference.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -44,6 +45,22 @@ def copy_tree(source: epath.Path, dest: epath.Path) -> None:
             (dest / item.name).write_bytes(item.read_bytes())
 
 
+@contextlib.contextmanager
+def staged(folder: epath.Path, upload: bool):
+    """A local folder for orbax: `folder` itself when it is local; on an object store a
+    temporary copy (downloaded first, or uploaded afterwards with upload=True)."""
+    if "://" not in str(folder):
+        yield folder
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = epath.Path(tmp) / folder.name
+        if not upload:
+            copy_tree(folder, local)
+        yield local
+        if upload:
+            copy_tree(local, folder)
+
+
 def save_bundle(path: str | os.PathLike, kind: str, config: dict, model: nnx.Module,
                 dtype: str = "float32", extra: dict | None = None) -> None:
     """Writes config.json and params/ under `path` (which must not exist yet)."""
@@ -53,10 +70,8 @@ def save_bundle(path: str | os.PathLike, kind: str, config: dict, model: nnx.Mod
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params)
     path.mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        with ocp.StandardCheckpointer() as ckpt:
-            ckpt.save(epath.Path(tmp) / "params", params)
-        copy_tree(epath.Path(tmp) / "params", path / "params")
+    with staged(path / "params", upload=True) as local, ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(local, params)
     meta = {"kind": kind, "config": config, "param_dtype": dtype, **(extra or {})}
     (path / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -79,9 +94,8 @@ def load_params_into(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     stored = jax.tree.map(lambda p: jax.ShapeDtypeStruct(
         p.shape, jnp.dtype(meta["param_dtype"]), sharding=device), target)
-    with tempfile.TemporaryDirectory() as tmp, ocp.StandardCheckpointer() as ckpt:
-        copy_tree(path / "params", epath.Path(tmp) / "params")
-        loaded = ckpt.restore(epath.Path(tmp) / "params", stored)
+    with staged(path / "params", upload=False) as local, ocp.StandardCheckpointer() as ckpt:
+        loaded = ckpt.restore(local, stored)
     loaded = jax.tree.map(lambda p, t: jnp.asarray(p, t.dtype), loaded, target)
     nnx.replace_by_pure_dict(state, loaded)
     nnx.update(model, state)
