@@ -103,12 +103,13 @@ def load_unet(path: str | os.PathLike | None = None, model_config: str | dict | 
     if pathlib.Path(path).suffix in ADM_SUFFIXES:
         if model_config is None:
             raise ValueError(f"{path} is a guided-diffusion checkpoint: give its architecture "
-                             f"as --model-config, a preset ({', '.join(PRESETS)}) or a JSON "
-                             "file of its flags")
+                             f"as model_config (--model-config), a preset ({', '.join(PRESETS)}) "
+                             "or a JSON file of its flags")
         return load_adm_unet(path, model_config, dtype or "float32")
     if model_config is not None:
-        raise ValueError("--model-config is for guided-diffusion checkpoints (.pt, "
-                         ".safetensors); bundles and diffusers folders carry their own config")
+        raise ValueError("model_config (--model-config) is for guided-diffusion checkpoints "
+                         "(.pt, .safetensors); bundles and diffusers folders carry their own "
+                         "config")
     if is_diffusers_folder(path):
         return from_diffusers(path, dtype or "float32")
     meta = _bundle_config(path, "unet")
