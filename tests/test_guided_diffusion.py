@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from bench.adm_reference import ORACLES, reference_forward, reference_model  # noqa: E402
+from bench.adm_reference import import_oracle, reference_forward, reference_model  # noqa: E402
 
-if not (ORACLES / "guided_diffusion").is_dir():
+try:
+    import_oracle()  # ../shared/oracles onto sys.path
+except FileNotFoundError:
     pytest.skip("../shared/oracles/guided_diffusion is not beside the checkout",
                 allow_module_level=True)
-sys.path.insert(0, str(ORACLES))
 
 from guided_diffusion import gaussian_diffusion  # noqa: E402
 from guided_diffusion.respace import space_timesteps  # noqa: E402
@@ -218,18 +219,17 @@ def test_fp16_safetensors_load_without_torch(tmp_path, monkeypatch):
         load_unet(torch_file, flags)
 
 
-def test_end_to_end_on_a_guided_diffusion_checkpoint(tmp_path, monkeypatch):
+def test_end_to_end_on_a_guided_diffusion_checkpoint(tmp_path):
     """Collect h (generation path, and DDIM inversion of a labelled image folder), train the
     ADP, generate with distribution guidance (interrupted, then resumed) and evaluate, all on a
     checkpoint in guided-diffusion's own format."""
     from flax import nnx
-    from helpers import TINY_CLASSIFIER
+    from helpers import TINY_CLASSIFIER, crash_at_shard
     from PIL import Image
 
     from dg_jax import configs
     from dg_jax.checkpoints import save_bundle
     from dg_jax.data.generated import read_generated
-    from dg_jax.data.writer import DatasetWriter
     from dg_jax.models.classifier import AttributeClassifier
     from sample import evaluate, generate
     from train import collect_hspace, train_adp
@@ -265,17 +265,8 @@ def test_end_to_end_on_a_guided_diffusion_checkpoint(tmp_path, monkeypatch):
             "8", "--shard-size", "4", *steps, "--method", "distribution", "--adp",
             str(tmp_path / "adp_bundle"), "--target", "hair=0.3,0.7",
             "--on-degenerate", "warn"]  # random weights make noise
-    commit = DatasetWriter.commit
-
-    def crash_at_shard_1(self, shard, manifest):
-        if shard == 1:
-            raise KeyboardInterrupt
-        commit(self, shard, manifest)
-
-    monkeypatch.setattr(DatasetWriter, "commit", crash_at_shard_1)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_at_shard(1):
         generate.main(args)
-    monkeypatch.setattr(DatasetWriter, "commit", commit)
     assert generate.main(args) == 0
     data = read_generated(out)
     assert data["image"].shape == (8, 16, 16, 3) and data["index"].tolist() == list(range(8))

@@ -5,11 +5,10 @@ import shutil
 
 import pytest
 from flax import nnx
-from helpers import TINY_CLASSIFIER, TINY_UNET
+from helpers import TINY_CLASSIFIER, TINY_UNET, crash_at_shard
 
 from dg_jax import checkpoints
 from dg_jax.data import generated
-from dg_jax.data.writer import DatasetWriter
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.unet import UNet
 from sample import generate as cli
@@ -41,19 +40,10 @@ def flags(bundles, out):
             "--steps", "2", "--seed", "5", "--on-degenerate", "warn"]  # random UNet: noise
 
 
-def test_resume_replays_the_recorded_command(bundles, recorded, tmp_path, monkeypatch, capsys):
+def test_resume_replays_the_recorded_command(bundles, recorded, tmp_path, capsys):
     out = tmp_path / "out"
-    commit = DatasetWriter.commit
-
-    def crash_at_shard_1(self, shard, manifest):
-        if shard == 1:
-            raise KeyboardInterrupt
-        commit(self, shard, manifest)
-
-    monkeypatch.setattr(DatasetWriter, "commit", crash_at_shard_1)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_at_shard(1):
         cli.main(flags(bundles, out))
-    monkeypatch.setattr(DatasetWriter, "commit", commit)
     run_json = (out / "run.json").read_text()
     capsys.readouterr()
     # a flag that disagrees with the record: one line, nothing written
