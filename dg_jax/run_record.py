@@ -36,7 +36,8 @@ def recorded_config(path, given, defaults, keep: tuple[str, ...] = (), refuse_ch
         raise UserError(f"no config file {path}")
     cls = type(given)
     record = read_json(path)
-    record.update({name: configs.to_dict(given)[name] for name in keep})
+    ours = configs.to_dict(given)
+    record.update({name: ours[name] for name in keep})
     try:
         base = configs.from_dict(cls, record)
     except (TypeError, ValueError) as e:

@@ -12,8 +12,10 @@ REST=()
 VENV='~/dg-venv'
 # shellcheck disable=SC2034,SC2088
 LOGS='~/dg-logs'
-# Seconds between state queries while waiting for a queued resource.
+# Seconds between state queries while waiting for a queued resource, and how long to wait.
 POLL_SECONDS="${TPU_POLL_SECONDS:-30}"
+# shellcheck disable=SC2034
+WAIT_SECONDS=7200
 
 usage_common() {
   cat <<'USAGE'

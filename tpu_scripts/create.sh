@@ -11,7 +11,7 @@ TYPE="v4-8"
 VERSION=""
 SPOT=0
 QUEUED=0
-TIMEOUT=7200
+TIMEOUT="${WAIT_SECONDS}"
 parse_common "$@"
 set -- "${REST[@]+"${REST[@]}"}"
 while [[ $# -gt 0 ]]; do

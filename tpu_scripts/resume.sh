@@ -4,7 +4,8 @@
 # OUT/run.json (dg-generate --resume): nothing to retype. Flags after -- are checked against the
 # record (a mismatch is a one-line error).
 #   tpu_scripts/resume.sh --name faces --zone us-central2-b --type v4-32 [--version RUNTIME]
-#       [--spot] [--queued] --out gs://bucket/faces [--dry-run] [-- <flags to check>]
+#       [--spot] [--queued] [--wait-timeout SECONDS] --out gs://bucket/faces [--dry-run]
+#       [-- <flags to check>]
 set -euo pipefail
 # shellcheck source=tpu_scripts/common.sh
 source "$(dirname "$0")/common.sh"
@@ -18,12 +19,13 @@ QUEUED=0
 CHECK=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --type|--version|--wait-timeout) CREATE+=("$1" "$2"); shift 2 ;;
+    --type|--version) CREATE+=("$1" "$2"); shift 2 ;;
+    --wait-timeout) WAIT_SECONDS="$2"; CREATE+=("$1" "$2"); shift 2 ;;
     --spot) CREATE+=("$1"); shift ;;
     --queued) CREATE+=("$1"); QUEUED=1; shift ;;
     --out) OUT="$2"; shift 2 ;;
     --) shift; CHECK=("$@"); break ;;
-    -h|--help) sed -n 2,7p "$0"; usage_common; exit 0 ;;
+    -h|--help) sed -n 2,8p "$0"; usage_common; exit 0 ;;
     *) die "unknown flag $1" ;;
   esac
 done
@@ -42,7 +44,7 @@ if [[ "${QUEUED}" == 1 ]]; then
   case "${state}" in
     ACTIVE) ;;  # the VM lives: only the processes died or hang
     WAITING_FOR_RESOURCES|ACCEPTED|PROVISIONING|CREATING)
-      wait_active 7200
+      wait_active "${WAIT_SECONDS}"
       "${HERE}/setup.sh" "${common[@]}" ;;
     *) recreate "${state}" ;;  # SUSPENDED, FAILED, MISSING, ...
   esac

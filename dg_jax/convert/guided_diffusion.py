@@ -14,7 +14,6 @@ up/down sampling (`resblock_updown`), fixed head counts or head widths, and the 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import pathlib
 import tempfile
@@ -164,7 +163,8 @@ def read_adm_state_dict(path) -> dict[str, np.ndarray]:
     except ImportError:
         raise ImportError(f"{path} is a PyTorch checkpoint and needs torch to read; install "
                           "torch, or convert it to .safetensors") from None
-    state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    with path.open("rb") as f:  # streamed, local or remote: no second copy in memory
+        state = torch.load(f, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or not all(hasattr(v, "float") for v in state.values()):
         raise ValueError(f"{path} is not a state dict of tensors")
     return {k: v.float().numpy() for k, v in state.items()}
