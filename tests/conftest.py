@@ -3,6 +3,16 @@ import os
 # Tests run on the CPU with 4 virtual devices, so data-parallel code paths are exercised.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Many tests compile the same programs (the same tiny models and steps, also in subprocesses): a
+# compilation cache that lives for one pytest run, shared by the xdist workers and subprocesses
+# through the environment, compiles each once. The controller, whose conftest runs first, makes it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="dg-jax-test-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
