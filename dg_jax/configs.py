@@ -11,6 +11,22 @@ import json
 import typing
 
 
+def option(default, help: str = "", *, flag: str | None = None, aliases: tuple[str, ...] = (),
+           parse=None, sep: str | None = None, group: str | None = None, required: bool = False,
+           flatten: bool = False, metavar: str | None = None, positional: bool = False):
+    """A config field and how the command line sets it (dg_jax.flags builds the flags).
+
+    flag: the flag's name without dashes (default: the field's name, "_" as "-"); aliases: more
+    names. parse: str -> value, instead of the annotated type. sep: a repeatable field also
+    splits each value at it. group: the flags' heading in --help. required: the command line
+    must give it; positional: as an argument without a flag name. flatten: a nested config's
+    own flags appear as they are (`--push-scale`), not under the field's name
+    (`--guidance.scale`). Literal annotations become the flag's choices."""
+    metadata = dict(help=help, flag=flag, aliases=aliases, parse=parse, sep=sep, group=group,
+                    required=required, flatten=flatten, metavar=metavar, positional=positional)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def to_dict(config) -> dict:
     """A dataclass config as a JSON-ready dict (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))

@@ -12,6 +12,7 @@ import dataclasses
 import pathlib
 import sys
 import time
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -20,15 +21,16 @@ from tqdm import tqdm
 from dg_jax import checkpoints, configs
 from dg_jax.balance import max_deviation
 from dg_jax.balanced import Batch, BatchGenerator
+from dg_jax.configs import option
 from dg_jax.data import generated
 from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
-from dg_jax.errors import UserError
+from dg_jax.errors import UserError, template_of
 from dg_jax.guard import GuardConfig, QualityGuard
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
 from dg_jax.guidance.targets import Target, check_disjoint, parse_target, preserved_targets
-from dg_jax.loading import load_adp, load_unet
+from dg_jax.loading import load_adp, load_unet, model_config_option
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.parallel import (
     batch_mesh,
@@ -39,72 +41,91 @@ from dg_jax.sampling import TextConditioning, make_sampler
 from dg_jax.text_to_image import TextToImageConfig, load_labeller, split_model
 from dg_jax.wrappers import ImageGuidance
 
+GuidanceMethod = Literal["none", "distribution", "sample", "image"]
+GUIDANCE_METHODS = get_args(GuidanceMethod)
+
 
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
-    out: str = "out/synthfaces"
+    out: str = option("out/synthfaces", "output directory (local or gs://)", required=True)
     num_images: int = 1024
     seed: int = 0
     batch_size: int = 64
-    shard_size: int = 1024  # images per array_record shard
-    model: str = ""  # UNet bundle, diffusers folder or guided-diffusion checkpoint; "": embedded
-    model_config: str = ""  # a guided-diffusion checkpoint's preset or JSON flags
-    # the UNet's compute dtype: float32 or bfloat16 (parameters, the ADP, the distribution loss
-    # and its gradient stay float32)
-    dtype: str = "float32"
-    classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier; "none"
-    sampler: SamplerConfig = SamplerConfig()  # None fields: the model's sampling defaults
-    method: str = "none"  # guidance: none | distribution | sample | image (see sampling.py)
-    targets: tuple[str, ...] = ()  # "attr=p0,p1,..." or joint "a,b=..." (see guidance.targets)
-    adp: str = ""  # ADP bundle for the model (distribution, sample); empty: the embedded model's
-    guidance: GuidanceConfig = GuidanceConfig()
-    png: bool = False  # also write OUT/png/<index>.png
-    # dataset: each batch is steered to what the data set written so far lacks (balance.py);
-    # batch: to p_ref, each batch on its own (the paper)
-    balance: str = "dataset"
-    distribution_scope: str = "global"  # p_hat over the global batch, or each device's own
-    text: TextToImageConfig = TextToImageConfig()  # a Stable Diffusion --model
-    guard: GuardConfig = GuardConfig()  # broken images and unreachable targets: stop or warn
-    # attributes held at the unguided model's shares (the ADP bundle's label_shares) as extra
-    # targets, so that guiding one attribute does not drag the others along
-    preserve: tuple[str, ...] = ()
+    shard_size: int = option(1024, "images per array_record shard")
+    model: str = option("", "UNet bundle, diffusers folder, or guided-diffusion checkpoint (.pt, "
+                            ".safetensors) with --model-config (default: the embedded model)")
+    model_config: str = model_config_option()
+    # parameters, the ADP, the distribution loss and its gradient stay float32
+    dtype: Literal["float32", "bfloat16"] = option(
+        "float32", "the UNet's compute dtype (parameters, the ADP and the guidance gradient stay "
+                   "float32; bfloat16 for TPU)")
+    classifier: str = option("", "labeller bundle (default: the embedded SynthFaces "
+                                 "classifier); 'none' writes unlabelled images")
+    # None fields: the model's sampling defaults
+    sampler: SamplerConfig = option(SamplerConfig(), flatten=True, group="sampling")
+    method: GuidanceMethod = option(
+        "none", "none (unguided); distribution (the paper's method); baselines: sample "
+                "(per-sample targets on h), image (per-sample targets with the classifier on "
+                "x0_hat)", group="guidance")
+    targets: tuple[str, ...] = option(
+        (), "target distribution, e.g. hair=0.5,0.5 or skin=uniform, or a joint one over "
+            "attributes, hair,skin=uniform (row-major cells); repeatable", flag="target",
+        aliases=("joint",), group="guidance")
+    adp: str = option("", "ADP bundle trained for --model (distribution, sample; default with "
+                          "the embedded model: its shipped ADP)", group="guidance")
+    guidance: GuidanceConfig = option(GuidanceConfig(), flatten=True, group="guidance")
+    png: bool = option(False, "also write OUT/png/<index>.png")
+    balance: Literal["dataset", "batch"] = option(
+        "dataset", "dataset: steer each batch to what the images written so far lack, so the "
+                   "whole data set meets the target; batch: each batch to the target on its own "
+                   "(the paper)", group="guidance")
+    distribution_scope: Literal["global", "local"] = option(
+        "global", "batch distribution over the global batch (all devices and hosts; one "
+                  "all-reduce per step) or each device's own", group="guidance")
+    text: TextToImageConfig = option(TextToImageConfig(), flatten=True,
+                                     group="text-to-image (a Stable Diffusion --model)")
+    guard: GuardConfig = option(GuardConfig(), flatten=True, group="quality guard")
+    # held as extra targets at the ADP bundle's label_shares, so that guiding one attribute does
+    # not drag the others along
+    preserve: tuple[str, ...] = option(
+        (), "attributes to hold at the unguided model's own shares (as the ADP bundle records "
+            "them), comma-separated or repeated, e.g. smile,skin", sep=",", group="guidance")
 
     def validate(self) -> None:
         for name in ("num_images", "batch_size", "shard_size"):
             if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive")
+                raise UserError(f"{{{name}}} must be positive")
         if self.method not in GUIDANCE_METHODS:
-            raise UserError(f"unknown --method {self.method!r}; use {' or '.join(GUIDANCE_METHODS)}")
+            raise UserError(f"{{method}} {self.method!r} is unknown; use "
+                            f"{' or '.join(GUIDANCE_METHODS)}")
         if self.method == "none" and self.targets:
-            raise UserError("--target needs a guidance --method (e.g. distribution)")
+            raise UserError("{targets} needs a guidance {method} (e.g. distribution)")
         if self.preserve and self.method not in ("distribution", "sample"):
-            raise UserError("--preserve holds attributes through the ADP: it needs --method "
+            raise UserError("{preserve} holds attributes through the ADP: it needs {method} "
                             "distribution (or sample)")
         if self.method != "none" and not self.targets:
-            raise UserError(f"--method {self.method} needs at least one --target")
+            raise UserError(f"{{method}} {self.method} needs at least one of {{targets}}")
         if self.method in ("distribution", "sample") and not self.adp and self.model:
-            raise UserError(f"--method {self.method} needs --adp (an ADP bundle trained for the "
-                            "model)")
+            raise UserError(f"{{method}} {self.method} needs {{adp}} (an ADP bundle trained for "
+                            "the model)")
         if self.png and "://" in self.out:
-            raise UserError("--png writes local files; use it with a local --out")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise UserError(f"unknown --dtype {self.dtype!r}; use float32 or bfloat16")
-        if self.balance not in ("dataset", "batch"):
-            raise UserError(f"unknown --balance {self.balance!r}; use dataset or batch")
-        if self.distribution_scope not in ("global", "local"):
-            raise UserError(f"unknown --distribution-scope {self.distribution_scope!r}; "
-                            "use global or local")
+            raise UserError("{png} writes local files; use it with a local {out}")
+        for name, allowed in (("dtype", ("float32", "bfloat16")), ("balance", ("dataset", "batch")),
+                              ("distribution_scope", ("global", "local"))):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{{{name}}} {getattr(self, name)!r} is unknown; use "
+                                f"{' or '.join(allowed)}")
         if self.method == "image" and self.classifier == "none":
-            raise UserError("--method image guides with the classifier; --classifier none "
+            raise UserError("{method} image guides with the classifier; {classifier} none "
                             "leaves it without one")
-        self.text.validate(self.classifier)
+        try:
+            self.text.validate(self.classifier)
+        except UserError as e:
+            raise e.within("text.") from None
         prompts = self.text.prompts
         if prompts and self.batch_size % len(prompts):
-            raise UserError(f"--batch-size {self.batch_size} must hold each of the "
+            raise UserError(f"{{batch_size}} {self.batch_size} must hold each of the "
                             f"{len(prompts)} prompts equally often (a multiple of it)")
-
-
-GUIDANCE_METHODS = ("none", "distribution", "sample", "image")
 
 
 def guidance_for(config: GenerateConfig, adp, classifier, targets: list[Target]):
@@ -135,7 +156,7 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
             adp = load_adp(path)
             report = checkpoints.read_bundle_config(path).get("report", {})
         except (ValueError, ImportError) as e:
-            raise UserError(f"cannot load ADP {path}: {e}") from None
+            raise UserError(f"cannot load ADP {path}: {template_of(e)}") from None
         num_classes = adp.config.num_classes
     targets = [parse_target(spec, num_classes) for spec in config.targets]
     check_disjoint(targets)
@@ -146,8 +167,8 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
         print(f"warning: {line}", file=sys.stderr)
     unknown = sorted(set(target_weights(config.guidance)) - {t.name for t in targets})
     if unknown:
-        raise UserError(f"--target-weight for {', '.join(unknown)}, which is not a target "
-                        f"(targets: {', '.join(t.name for t in targets)})")
+        raise UserError(f"{{guidance.target_weights}} for {', '.join(unknown)}, which is not a "
+                        f"target (targets: {', '.join(t.name for t in targets)})")
     return adp, targets, unguided
 
 
@@ -187,12 +208,14 @@ def load_model(config, dtype: str | None = None):
     try:
         unet, model_config = load_unet(config.model or None, config.model_config or None, dtype)
     except (ValueError, ImportError) as e:
-        raise UserError(f"cannot load model {config.model or 'embedded'}: {e}") from None
+        raise UserError(f"cannot load model {config.model or 'embedded'}: "
+                        f"{template_of(e)}") from None
     try:
         sampler = config.sampler.resolve(model_config.sampling)
-    except ValueError as e:  # e.g. --steps against the model's respacing string
-        raise UserError(f"the sampler flags do not fit the model's sampling defaults: {e}; "
-                        "give --spacing as well") from None
+    except UserError as e:  # e.g. num_steps against the model's respacing string
+        raise UserError(f"the sampler settings do not fit the model's sampling defaults: "
+                        f"{e.within('sampler.').template}; give {{sampler.spacing}} as "
+                        "well") from None
     return unet, model_config, dataclasses.replace(config, sampler=sampler)
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dg_jax.configs import option
 from dg_jax.errors import UserError
 
 
@@ -30,32 +32,41 @@ class DegenerateOutputError(UserError):
 
 @dataclasses.dataclass(frozen=True)
 class GuardConfig:
-    on_degenerate: str = "stop"  # stop | warn
+    on_degenerate: Literal["stop", "warn"] = option(
+        "stop", "broken images (noise, blank, unreadable) or a target out of reach: stop before "
+                "writing them, or write them and count them")
     # A batch is broken when any image is non-finite, blank or noise (never data), or when more
     # than this fraction is washed-out or unreadable (judgements a good image can fail).
-    max_broken_fraction: float = 0.1
+    max_broken_fraction: float = option(
+        0.1, "a batch is broken when more than this fraction is washed-out or unreadable")
     # An image is broken when its pixel standard deviation (images in [-1, 1]) is below
     # min_contrast (blank, black); when its mean absolute difference between neighbouring pixels
     # over that deviation is above max_roughness (noise); when that difference (its edges) is
     # below min_sharpness times the unguided model's median (washed-out blobs; only where the
     # ADP bundle records the model's unguided statistics); or when the labeller's mean top
     # probability over the attributes is below min_confidence (shapes it cannot read).
-    min_contrast: float = 0.02
-    max_roughness: float = 0.5
-    min_sharpness: float = 0.5
-    min_confidence: float = 0.55
+    min_contrast: float = option(0.02, "pixel standard deviation below which an image is "
+                                       "blank")
+    max_roughness: float = option(0.5, "neighbour difference over contrast above which an "
+                                       "image is noise")
+    min_sharpness: float = option(0.5, "edges below this fraction of the unguided model's "
+                                       "median: washed out")
+    min_confidence: float = option(0.55, "the labeller's mean top probability below which an "
+                                         "image is unreadable")
     # A target whose running shares are still farther than this (largest |share - p_ref|) after
     # min_images images is out of reach.
-    max_unmet: float = 0.15
-    min_images: int = 256
+    max_unmet: float = option(0.15, "a target still farther than this from its shares after "
+                                    "--min-images images is out of reach")
+    min_images: int = option(256, "images written before a target can be judged out of reach")
 
     def __post_init__(self):
         if self.on_degenerate not in ("stop", "warn"):
-            raise ValueError(f"unknown on_degenerate {self.on_degenerate!r}; use stop or warn")
+            raise UserError(f"{{on_degenerate}} {self.on_degenerate!r} is unknown; use stop "
+                              "or warn")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"guard {f.name} must be finite and >= 0, got {value}")
+                raise UserError(f"{{{f.name}}} must be finite and >= 0, got {value}")
 
 
 def image_health(images: jax.Array) -> dict[str, jax.Array]:
@@ -136,9 +147,10 @@ class QualityGuard:
                 "h_change_raw": dict(h)}
 
     def _report(self, problem: str) -> str:
+        error = DegenerateOutputError(problem)
         if self.config.on_degenerate == "stop":
-            raise DegenerateOutputError(problem)
-        return problem
+            raise error
+        return str(error)
 
     def add_h_change(self, summary: dict[str, float], n: int) -> None:
         """Adds one batch's `h_change_summary` (n valid images)."""
@@ -160,11 +172,12 @@ class QualityGuard:
             return None
         named = ", ".join(f"{k} {c}" for c, k in counts.items() if k)
         advice = ("guidance pushed h too far for this model. Try a milder target, a smaller "
-                  "--push-scale or --max-h-step" if self.guided else
+                  "{guidance.scale} or {guidance.max_step}" if self.guided else
                   "the model's own samples look broken: check the checkpoint and the sampler "
                   "settings")
         return self._report(f"{bad} of {n} images from index {first_index} are broken "
-                            f"({named}): {advice}, or --on-degenerate warn to write them anyway")
+                            f"({named}): {advice}, or {{guard.on_degenerate}} warn to write them "
+                            "anyway")
 
     def check_shares(self, counts: dict[str, np.ndarray], targets, num_images: int
                      ) -> str | None:
@@ -183,5 +196,6 @@ class QualityGuard:
                 return self._report(
                     f"target {t.name} is out of reach: after {num_images} images its shares are "
                     f"{got} % (asked {asked} %); the ADP cannot steer this attribute that far "
-                    "(try a milder target, --target-weight, or --on-degenerate warn)")
+                    "(try a milder target, {guidance.target_weights}, or "
+                    "{guard.on_degenerate} warn)")
         return None

@@ -25,6 +25,7 @@ from dg_jax.convert.stable_diffusion import load_stable_diffusion, load_unet_con
 from dg_jax.convert.state_dict import read_config
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.errors import UserError
 from dg_jax.models.abstract import abstract_model
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.models.classifier import AttributeClassifier, ClassifierConfig
@@ -32,6 +33,13 @@ from dg_jax.models.config import ModelConfig
 from dg_jax.models.unet import UNet, UNetConfig
 
 __all__ = ["from_diffusers", "load_adp", "load_classifier", "load_unet", "save_unet"]
+
+
+def model_config_option():
+    """A job config's `model_config` field: a guided-diffusion `model`'s architecture."""
+    return configs.option("", "a guided-diffusion --model's architecture: a preset "
+                              f"({', '.join(PRESETS)}) or a JSON file of its create_model and "
+                              "diffusion flags")
 
 
 def from_diffusers(path, dtype: str = "float32"):
@@ -102,14 +110,13 @@ def load_unet(path: str | os.PathLike | None = None, model_config: str | dict | 
     path = path or checkpoints.EMBEDDED_UNET
     if pathlib.Path(path).suffix in ADM_SUFFIXES:
         if model_config is None:
-            raise ValueError(f"{path} is a guided-diffusion checkpoint: give its architecture "
-                             f"as model_config (--model-config), a preset ({', '.join(PRESETS)}) "
-                             "or a JSON file of its flags")
+            raise UserError(f"{path} is a guided-diffusion checkpoint: give its architecture as "
+                            f"{{model_config}}, a preset ({', '.join(PRESETS)}) or a JSON file "
+                            "of its flags")
         return load_adm_unet(path, model_config, dtype or "float32")
     if model_config is not None:
-        raise ValueError("model_config (--model-config) is for guided-diffusion checkpoints "
-                         "(.pt, .safetensors); bundles and diffusers folders carry their own "
-                         "config")
+        raise UserError("{model_config} is for guided-diffusion checkpoints (.pt, "
+                        ".safetensors); bundles and diffusers folders carry their own config")
     if is_diffusers_folder(path):
         return from_diffusers(path, dtype or "float32")
     meta = _bundle_config(path, "unet")

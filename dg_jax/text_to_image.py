@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from dg_jax.configs import option
 from dg_jax.errors import UserError
 from dg_jax.loading import load_classifier
 from dg_jax.models.stable_diffusion import StableDiffusion
@@ -17,21 +18,34 @@ class TextToImageConfig:
     rows (one prompt per group, each group balanced on its own); h-space collection gives sample
     i prompt i mod len(prompts). clip + class_prompts: label by CLIP zero-shot."""
 
-    prompts: tuple[str, ...] = ()
-    negative_prompt: str = ""  # the unconditional branch of classifier-free guidance
-    cfg_scale: float = 7.5
-    clip: str = ""  # a CLIPModel folder (with its tokenizer files)
-    class_prompts: tuple[str, ...] = ()  # "attr=prompt for class 0|prompt for class 1|..."
+    prompts: tuple[str, ...] = option(
+        (), "repeatable: generation puts each prompt in an equal group of rows of every batch, "
+            "and balances each group on its own", flag="prompt")
+    negative_prompt: str = option(
+        "", "the unconditional branch of classifier-free guidance (default: empty)")
+    cfg_scale: float = option(
+        7.5, "classifier-free guidance weight w, u + w (c - u), as diffusers' guidance_scale (1: "
+             "the conditional branch only); the strength of distribution guidance is "
+             "--push-scale", flag="guidance-scale", aliases=("cfg-scale",))
+    clip: str = option("", "CLIPModel folder: zero-shot labels")
+    class_prompts: tuple[str, ...] = option(
+        (), "with --clip, per attribute: ATTR=prompt for class 0|prompt for class 1|...; "
+            "repeatable", flag="class-prompt")
 
     def validate(self, classifier: str) -> None:
+        """Field names relative to this config; the job's config puts them under `text.`."""
         if self.cfg_scale < 1:
-            raise UserError(f"--guidance-scale must be >= 1, got {self.cfg_scale}")
+            raise UserError(f"{{cfg_scale}} must be >= 1, got {self.cfg_scale}")
+        if self.cfg_scale != TextToImageConfig.cfg_scale and not self.prompts:
+            raise UserError("{cfg_scale} is classifier-free guidance, for text models with "
+                            "{prompts}; the strength of distribution guidance is "
+                            "{/guidance.scale}")
         if bool(self.clip) != bool(self.class_prompts):
-            raise UserError("--clip and --class-prompt go together: CLIP labels each attribute "
+            raise UserError("{clip} and {class_prompts} go together: CLIP labels each attribute "
                             "by its class prompts")
         class_prompts(self.class_prompts)  # checks their form
         if self.clip and classifier:
-            raise UserError("give either --clip (zero-shot labels) or --classifier, not both")
+            raise UserError("give either {clip} (zero-shot labels) or a classifier, not both")
 
 
 def class_prompts(specs: tuple[str, ...]) -> dict[str, list[str]]:
@@ -41,8 +55,8 @@ def class_prompts(specs: tuple[str, ...]) -> dict[str, list[str]]:
         name, _, prompts = spec.partition("=")
         classes = [c.strip() for c in prompts.split("|")]
         if not name.strip() or len(classes) < 2 or not all(classes):
-            raise UserError(f"bad --class-prompt {spec!r}; use ATTR=prompt for class 0|prompt "
-                            "for class 1|...")
+            raise UserError(f"bad {{class_prompts}} {spec!r}; use ATTR=prompt for class "
+                            "0|prompt for class 1|...")
         out[name.strip()] = classes
     return out
 
@@ -52,10 +66,10 @@ def split_model(model, text: TextToImageConfig) -> tuple[StableDiffusion | None,
     text-to-image model and only with one."""
     if isinstance(model, StableDiffusion):
         if not text.prompts:
-            raise UserError("the model is a text-to-image model: give --prompt")
+            raise UserError("the model is a text-to-image model: give {text.prompts}")
         return model, model.unet
     if text.prompts:
-        raise UserError("--prompt needs a text-to-image (Stable Diffusion) --model")
+        raise UserError("{text.prompts} needs a text-to-image (Stable Diffusion) {model}")
     return None, model
 
 

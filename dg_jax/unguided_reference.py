@@ -17,21 +17,26 @@ import jax
 import numpy as np
 
 from dg_jax import checkpoints
+from dg_jax.configs import option
 from dg_jax.data.generated import read_generated
 from dg_jax.data.images import to_model_range
 from dg_jax.errors import UserError
 from dg_jax.evaluation.fairness import class_shares
 from dg_jax.generation import GenerateConfig, run
 from dg_jax.guard import image_health
+from dg_jax.loading import model_config_option
 
 
 @dataclasses.dataclass(frozen=True)
 class RecordUnguidedConfig:
-    adp: str = ""  # the ADP bundle to record into (its report["unguided"] is replaced)
-    out: str = "runs/unguided"  # where the unguided images are generated (reused when rerun)
-    model: str = ""  # empty: the embedded model
-    model_config: str = ""  # a guided-diffusion checkpoint's preset or JSON flags
-    classifier: str = ""  # the labeller; empty: the embedded SynthFaces classifier
+    adp: str = option("", "the ADP bundle to record into (its report's unguided entry is "
+                          "replaced)")
+    out: str = option("runs/unguided", "where the unguided images are generated (reused when "
+                                       "rerun)")
+    model: str = option("", "UNet bundle, diffusers folder or guided-diffusion checkpoint "
+                            "(default: the embedded model)")
+    model_config: str = model_config_option()
+    classifier: str = option("", "the labeller (default: the embedded SynthFaces classifier)")
     num_images: int = 1024
     seed: int = 0
     batch_size: int = 64
@@ -52,7 +57,7 @@ def record_unguided(config: RecordUnguidedConfig) -> dict:
     """Generates (or reuses) the unguided images, measures them and writes report["unguided"]
     into the ADP bundle; returns what was written."""
     if not config.adp:
-        raise UserError("--adp: the ADP bundle to record the unguided statistics into")
+        raise UserError("{adp}: give the ADP bundle to record the unguided statistics into")
     meta = checkpoints.read_bundle_config(config.adp)
     num_classes = dict((n, k) for n, k in meta["config"]["attributes"])
     run(GenerateConfig(out=config.out, num_images=config.num_images, seed=config.seed,

@@ -16,8 +16,9 @@ import sys
 import jax
 from flax import nnx
 
-from dg_jax.flags import add_model_config_flag
-from dg_jax.loading import load_unet, save_unet
+from dg_jax.errors import UserError, template_of
+from dg_jax.flags import run_cli
+from dg_jax.loading import load_unet, model_config_option, save_unet
 
 
 def main(argv=None) -> int:
@@ -25,26 +26,27 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="diffusers pipeline folder or UNet2DModel folder, or a "
                    "guided-diffusion checkpoint (.pt, .safetensors)")
-    add_model_config_flag(p)
     p.add_argument("dest", help="bundle folder to create (must not exist)")
+    p.add_argument("--model-config", default="", help=model_config_option().metadata["help"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="storage dtype of the parameters (restored as float32)")
-    a = p.parse_args(argv)
-    if pathlib.Path(a.dest).exists():
-        print(f"error: {a.dest} exists; choose a new destination", file=sys.stderr)
-        return 2
-    try:
-        model, config = load_unet(a.source, a.model_config or None)
-    except (ValueError, ImportError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    save_unet(a.dest, model, config, a.dtype,
-              extra={"source": str(pathlib.Path(a.source).absolute())})
-    params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    print(f"wrote {a.dest}: {params / 1e6:.2f} M parameters, {config.unet.sample_size} px, "
-          f"h {config.unet.h_shape}, {config.schedule.beta_schedule} schedule, "
-          f"prediction {config.unet.prediction_type}")
-    return 0
+
+    def convert():
+        a = p.parse_args(argv)
+        if pathlib.Path(a.dest).exists():
+            raise UserError(f"{a.dest} exists; choose a new destination")
+        try:
+            model, config = load_unet(a.source, a.model_config or None)
+        except (ValueError, ImportError) as e:  # e.g. a checkpoint that does not fit its config
+            raise UserError(template_of(e)) from None
+        save_unet(a.dest, model, config, a.dtype,
+                  extra={"source": str(pathlib.Path(a.source).absolute())})
+        params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        print(f"wrote {a.dest}: {params / 1e6:.2f} M parameters, {config.unet.sample_size} px, "
+              f"h {config.unet.h_shape}, {config.schedule.beta_schedule} schedule, "
+              f"prediction {config.unet.prediction_type}")
+
+    return run_cli(p, convert)
 
 
 if __name__ == "__main__":

@@ -7,38 +7,23 @@ KID and FID against real SynthFaces, a class-share chart and a sample grid.
 Writes RUN_DIR/evaluation/{report.json, shares.png, grid.png} (or --out).
 """
 
-import argparse
 import json
 import sys
 
-from dg_jax.errors import UserError
 from dg_jax.evaluation.evaluate import EvaluateConfig, evaluate
+from dg_jax.flags import config_parser, parse_config, run_cli
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir")
-    p.add_argument("--out", default="", help="default: RUN_DIR/evaluation")
-    p.add_argument("--target", action="append", default=[],
-                   help="grade against this target instead of the run's (repeatable)")
-    p.add_argument("--joint", action="append", default=[], help="joint target, e.g. hair,skin=uniform")
-    p.add_argument("--evaluator", default="", help="evaluation network bundle (default: embedded)")
-    p.add_argument("--num-real", type=int, default=EvaluateConfig.num_real,
-                   help="real SynthFaces per reference set for KID/FID (0: skip)")
-    p.add_argument("--before", default="", help="another run shown as 'before' in shares.png")
-    a = p.parse_args(argv)
-    config = EvaluateConfig(run_dir=a.run_dir, out=a.out, targets=tuple(a.target + a.joint),
-                            evaluator=a.evaluator, num_real=a.num_real, before=a.before)
-    try:
-        report = evaluate(config)
-    except (UserError, OSError) as e:  # OSError: missing files, no access to a bucket
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    summary = {name: {k: round(m[k], 4) for k in ("fd", "kl", "deviation_ratio")}
-               for name, m in report["fairness"].items()}
-    print(json.dumps({"fairness": summary, "quality": report.get("quality", {})}, indent=2))
-    return 0
+    parser = config_parser(EvaluateConfig, __doc__)
+
+    def run():
+        report = evaluate(parse_config(parser, EvaluateConfig, argv)[0])
+        summary = {name: {k: round(m[k], 4) for k in ("fd", "kl", "deviation_ratio")}
+                   for name, m in report["fairness"].items()}
+        print(json.dumps({"fairness": summary, "quality": report.get("quality", {})}, indent=2))
+
+    return run_cli(parser, run)
 
 
 if __name__ == "__main__":

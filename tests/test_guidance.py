@@ -141,7 +141,7 @@ def test_target_weight_scales_that_targets_push():
     same, _, _ = guide_h(h, predict, targets, GuidanceConfig(temperature=2.0), jnp.float32(0.1),
                       refs=refs)
     np.testing.assert_array_equal(same, plain)
-    with pytest.raises(ValueError, match="bad target weight"):
+    with pytest.raises(ValueError, match="target_weights: bad 'hair'"):
         GuidanceConfig(target_weights=("hair",))
 
 
@@ -214,9 +214,10 @@ def test_calibrated_p_hat_is_the_adps_own_estimate_with_the_tempered_gradient():
 @pytest.mark.parametrize("field", ["scale", "temperature", "max_step"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_guidance_settings_are_refused(field, value):
-    with pytest.raises(ValueError, match=f"guidance {field} must be finite"):
+    # library errors name the config's fields (the command line names its flags instead)
+    with pytest.raises(ValueError, match=f"^{field} must be finite"):
         GuidanceConfig(**{field: value})
-    with pytest.raises(ValueError, match="bad target weight"):
+    with pytest.raises(ValueError, match="^target_weights: bad"):
         GuidanceConfig(target_weights=(f"hair={value}",))
 
 

@@ -194,7 +194,7 @@ def test_checkpoint_that_does_not_fit_names_the_first_mismatch(tmp_path):
     torch.save({**state, "extra.weight": torch.zeros(2)}, tmp_path / "long.pt")
     with pytest.raises(ValueError, match=r"has extra.weight \(2,\)"):
         load_adm_unet(tmp_path / "long.pt", flags)
-    with pytest.raises(ValueError, match=r"give its architecture as model_config \(--model-con"):
+    with pytest.raises(ValueError, match=r"give its architecture as model_config, a preset"):
         load_unet(tmp_path / "m.pt")
 
 

@@ -156,7 +156,7 @@ def test_generate_cli_with_a_baseline(bundles, tmp_path, method, target):
     (["--method", "distribution", "--adp", "ADP", "--target", "hair=0.5,0.5",
       "--target-weight", "skin=2"], "--target-weight for skin, which is not a target"),
     (["--method", "distribution", "--adp", "ADP", "--target", "hair=0.5,0.5",
-      "--target-weight", "hair=x"], "bad target weight 'hair=x'"),
+      "--target-weight", "hair=x"], "--target-weight: bad 'hair=x'"),
 ])
 def test_bad_guidance_input_is_one_line_and_exit_2(bundles, tmp_path, capsys, extra, message):
     extra = [str(bundles / "adp") if e == "ADP" else str(bundles / "other_adp") if e == "OTHER"

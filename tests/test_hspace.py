@@ -133,7 +133,7 @@ def test_invert_a_tfds_set_labelled_by_its_own_attributes(bundles, tmp_path):
         examples = tfds.data_source("celeb_a", split="train")
         want = {"gender": [int(examples[i]["attributes"]["Male"]) for i in range(6)],
                 "Smiling": [int(examples[i]["attributes"]["Smiling"]) for i in range(6)]}
-        with pytest.raises(UserError, match="holds 8 images, fewer than --num-samples 9"):
+        with pytest.raises(UserError, match="holds 8 images, fewer than num_samples 9"):
             collect(CollectConfig(**{**config.__dict__, "num_samples": 9,
                                      "out": str(tmp_path / "h9")}))
         assert not (tmp_path / "h9").exists()

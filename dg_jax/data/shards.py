@@ -75,10 +75,10 @@ def read_json(path: str | os.PathLike) -> dict:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is corrupt ({e}); restore it from a copy or choose a new "
-                        "--out (nothing was changed)") from None
+                        "{out} (nothing was changed)") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} is corrupt (not a JSON object); restore it from a copy or "
-                        "choose a new --out (nothing was changed)")
+                        "choose a new {out} (nothing was changed)")
     return data
 
 
@@ -97,10 +97,11 @@ def check_output_dir(out: str | os.PathLike, config: dict) -> bool:
         if saved != config:
             diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             raise ConfigMismatchError(f"{out} holds data made with another config "
-                                      f"(differs in {diff}); choose a new --out")
+                                      f"(differs in {diff}); choose a new {{out}}")
         return True
     if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not a dg-jax output directory; choose a new --out")
+        raise UserError(f"{out} exists and is not a dg-jax output directory; choose a new "
+                        "{out}")
     return False
 
 

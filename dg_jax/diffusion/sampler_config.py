@@ -13,35 +13,51 @@ from __future__ import annotations
 
 import dataclasses
 
+from dg_jax.configs import option
 from dg_jax.diffusion.respacing import is_respacing, respaced_steps
+from dg_jax.diffusion.samplers import METHODS, SamplingMethod
+from dg_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
-    num_steps: int | None = None  # None: a respacing string's count, else the model's (50)
-    method: str = "ddim"  # ddim | ddpm | dpm++2m (DPM-Solver++(2M), deterministic)
-    eta: float = 1.0  # DDIM noise: 1 as the original code (better rates here), 0 deterministic
-    spacing: str | None = None  # leading | trailing | linspace | a respacing string
-    steps_offset: int | None = None  # added to "leading" timesteps (diffusers' steps_offset)
-    clip_sample: float | None = None  # clip x0_hat to [-c, c] each step; 0: off (as the paper)
-    set_alpha_to_one: bool | None = None  # last step ends at alpha_bar = 1 (else alpha_bar[0])
+    num_steps: int | None = option(
+        None, "sampling steps (default: a respacing's count, else the model's, 50)",
+        flag="steps", aliases=("num-inference-steps",))
+    method: SamplingMethod = option(
+        "ddim", "ddim, ddpm (ancestral), or dpm++2m (DPM-Solver++(2M), deterministic)",
+        flag="sampler")
+    eta: float = option(1.0, "DDIM noise (1: as the original code, better rates here; 0: "
+                             "deterministic)")
+    spacing: str | None = option(
+        None, "timestep spacing: leading, trailing, linspace, or a guided-diffusion respacing "
+              "such as ddim50, 250 or 10,20,30 (default: the model's)")
+    steps_offset: int | None = option(
+        None, "offset of leading timesteps, diffusers' steps_offset (default: the model's)")
+    clip_sample: float | None = option(
+        None, "clip x0_hat to [-c, c] each step; 0: off, as the paper (default: the model's; 1 "
+              "for the embedded model)")
+    set_alpha_to_one: bool | None = option(
+        None, "the last step ends at alpha_bar = 1, else at alpha_bar[0] (default: the model's)")
 
     def __post_init__(self):
-        if self.method not in ("ddim", "ddpm", "dpm++2m"):
-            raise ValueError(f"unknown sampling method {self.method!r}; use ddim, ddpm or "
-                             "dpm++2m")
+        if self.method not in METHODS:
+            raise UserError(f"{{method}} {self.method!r} is unknown; use {', '.join(METHODS)}")
         if not (self.spacing in (None, "leading", "trailing", "linspace")
                 or is_respacing(self.spacing)):
-            raise ValueError(f"unknown timestep spacing {self.spacing!r}; use leading, trailing, "
-                             "linspace or a guided-diffusion respacing (ddim50, 250, 10,20,30)")
+            raise UserError(f"{{spacing}} {self.spacing!r} is unknown; use leading, trailing, "
+                              "linspace or a guided-diffusion respacing (ddim50, 250, 10,20,30)")
         if self.num_steps is not None and self.num_steps < 1:
-            raise ValueError(f"num_steps must be positive, got {self.num_steps}")
+            raise UserError(f"{{num_steps}} must be positive, got {self.num_steps}")
         if (is_respacing(self.spacing) and self.num_steps is not None
                 and self.num_steps != respaced_steps(self.spacing)):
-            raise ValueError(f"spacing {self.spacing!r} gives {respaced_steps(self.spacing)} "
-                             f"steps, not num_steps={self.num_steps}")
-        if self.eta < 0 or (self.clip_sample is not None and self.clip_sample < 0):
-            raise ValueError("eta and clip_sample must be >= 0")
+            raise UserError(f"{{spacing}} {self.spacing!r} gives "
+                              f"{respaced_steps(self.spacing)} steps, not {{num_steps}} "
+                              f"{self.num_steps}")
+        if self.eta < 0:
+            raise UserError(f"{{eta}} must be >= 0, got {self.eta}")
+        if self.clip_sample is not None and self.clip_sample < 0:
+            raise UserError(f"{{clip_sample}} must be >= 0, got {self.clip_sample}")
 
     def resolve(self, defaults: SamplerConfig) -> SamplerConfig:
         """This config with every None field taken from `defaults` (a model's choices); the step

@@ -12,7 +12,7 @@ or on how the batch is split over devices.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,8 @@ from dg_jax.diffusion.respacing import is_respacing, respaced_timesteps
 ModelFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, Any]]
 
 
-METHODS = ("ddim", "ddpm", "dpm++2m")
+SamplingMethod = Literal["ddim", "ddpm", "dpm++2m"]
+METHODS = get_args(SamplingMethod)
 
 
 def sample_keys(seed: int, indices) -> jax.Array:

@@ -22,6 +22,7 @@ from flax import nnx
 from PIL import Image
 
 from dg_jax import checkpoints
+from dg_jax.configs import option
 from dg_jax.data import synthfaces
 from dg_jax.data.generated import read_generated
 from dg_jax.data.images import image_grid, to_model_range
@@ -37,14 +38,19 @@ from dg_jax.models.classifier import AttributeClassifier
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
-    run_dir: str
-    out: str = ""  # default: RUN_DIR/evaluation
-    targets: tuple[str, ...] = ()  # default: the run's own targets
-    evaluator: str = ""  # default: the embedded SynthFaces evaluator
-    num_real: int = 5000  # real SynthFaces per reference set (0: no KID/FID)
-    real_seed: int = 12345  # not a seed any shipped network was trained on
-    before: str = ""  # another run (e.g. unguided) shown next to this one in the share chart
-    grid_size: int = 64
+    run_dir: str = option("", "the generated data set (an OUT of sample.generate)",
+                          positional=True)
+    out: str = option("", "where the report goes (default: RUN_DIR/evaluation)")
+    targets: tuple[str, ...] = option(
+        (), "grade against this target instead of the run's own, e.g. hair=uniform, or a joint "
+            "one, hair,skin=uniform; repeatable", flag="target", aliases=("joint",))
+    evaluator: str = option("", "evaluation network bundle (default: the embedded SynthFaces "
+                                "evaluator)")
+    num_real: int = option(5000, "real SynthFaces per reference set for KID/FID (0: skip)")
+    real_seed: int = option(12345, "seed of the real SynthFaces (not one any shipped network "
+                                   "was trained on)")
+    before: str = option("", "another run (e.g. unguided) shown as 'before' in shares.png")
+    grid_size: int = option(64, "images in grid.png")
 
 
 def make_featurizer(evaluator: AttributeClassifier, batch_size: int = 256):
@@ -99,7 +105,7 @@ def cell_names(target: Target) -> list[str]:
 
 def evaluate(config: EvaluateConfig) -> dict:
     run_dir = pathlib.Path(config.run_dir)
-    if not (run_dir / "manifest.json").is_file():
+    if not config.run_dir or not (run_dir / "manifest.json").is_file():
         raise UserError(f"{run_dir} is not a generated data set (manifest.json missing)")
     evaluator = load_classifier(config.evaluator or checkpoints.EMBEDDED_EVALUATOR)
     num_classes = evaluator.config.num_classes

@@ -17,10 +17,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
+from dg_jax.configs import option
+from dg_jax.errors import UserError
 from dg_jax.guidance.losses import LOSSES
 from dg_jax.guidance.posterior import posterior_loss
 from dg_jax.guidance.targets import Target
@@ -29,34 +32,53 @@ from dg_jax.guidance.targets import Target
 Predictor = Callable[[jax.Array], dict[str, jax.Array]]
 
 
+def _bound(text: str) -> float | None:
+    """--max-h-step's value: 0 or inf mean unbounded (None)."""
+    value = float(text)
+    return None if value == 0 or math.isinf(value) else value
+
+
 @dataclasses.dataclass(frozen=True)
 class GuidanceConfig:
-    loss: str = "chi_square"  # chi_square | kl | l2
+    loss: Literal["chi_square", "kl", "l2"] = option(
+        "chi_square", "the distribution loss L(p_hat, p_ref)", flag="guidance-loss")
     # Per-sample step size (batch-size independent, see the module doc), bounded by max_step.
     # The default suits the embedded SynthFaces model and its ADP (docs/GUIDANCE.md: 3,000 left
     # glasses and smile short of 0.3/0.7 and uniform targets, 30,000 overshot smile); for another
     # model or ADP, sweep it: it depends on the scale of h and the ADP's slopes.
-    scale: float = 10000.0
-    temperature: float = 8.0  # tau: logits / tau before the softmax (original code: 8)
-    start_step: int = 1  # guide loop steps start_step <= i < end_step (original: all but the first)
-    end_step: int | None = None  # None: to the last step
-    schedule: str = "beta_power"  # s_t = scale * beta_t ** 0.05 (original code) | constant
-    # "target=w": that target's loss counts w times (default 1). Attributes differ in how far a
-    # push on h moves the image (on the embedded model hair needs about twice glasses' scale).
-    target_weights: tuple[str, ...] = ()
-    # Trust region: each sample's update per step is at most max_step * ||h_i|| (None: unbounded,
-    # the original code). Without it a strong or one-hot target throws h far outside what the
-    # decoder has seen, and the images turn into blobs or noise (docs/GUIDANCE.md).
-    max_step: float | None = 1.0
-    # p_hat from the ADP's own probabilities softmax(logits) (its estimate of the batch's shares),
-    # the gradient's direction from softmax(logits / tau). False: both from softmax(logits / tau),
-    # as the original code; tau then also squeezes p_hat towards uniform, so a 0.3/0.7 or one-hot
-    # target is met in p_hat while the images' shares are elsewhere.
-    calibrated: bool = True
-    # batch: every sample gets the batch loss's push (the paper); posterior: each sample is
-    # pushed towards its own prediction re-weighted so that the batch meets the target
-    # (guidance/posterior.py): samples that already fit are left alone.
-    push: str = "posterior"
+    scale: float = option(
+        10000.0, "how hard guidance pushes towards the targets at each step (the step size s, "
+                 "batch-size independent); classifier-free guidance of text models is "
+                 "--guidance-scale", flag="push-scale")
+    temperature: float = option(8.0, "tau: softmax temperature of the ADP logits (original "
+                                     "code: 8)")
+    start_step: int = option(1, "first guided loop step (0 = the noisiest; original: all but "
+                                "the first)", flag="guidance-start")
+    end_step: int | None = option(None, "guide the loop steps before this one (default: all)",
+                                  flag="guidance-end")
+    schedule: Literal["beta_power", "constant"] = option(
+        "beta_power", "s_t = scale * beta_t ** 0.05 (original code), or constant",
+        flag="guidance-schedule")
+    # Attributes differ in how far a push on h moves the image (on the embedded model hair needs
+    # about twice glasses' scale).
+    target_weights: tuple[str, ...] = option(
+        (), "TARGET=W: weigh that target's loss W times (default 1), e.g. hair=2 for an "
+            "attribute that moves less per push; repeatable", flag="target-weight")
+    # Trust region. Without it a strong or one-hot target throws h far outside what the decoder
+    # has seen, and the images turn into blobs or noise (docs/GUIDANCE.md).
+    max_step: float | None = option(
+        1.0, "trust region: each sample's change of h per step is at most this fraction of "
+             "||h||; 0 or inf: unbounded (the original code)", flag="max-h-step", parse=_bound)
+    # False: as the original code; tau then also squeezes p_hat towards uniform, so a 0.3/0.7
+    # or one-hot target is met in p_hat while the images' shares are elsewhere.
+    calibrated: bool = option(
+        True, "p_hat from the ADP's softmax(logits), the gradient from softmax(logits / tau); "
+              "--no-calibrated: both tempered (the original code)")
+    # posterior: samples that already fit are left alone (guidance/posterior.py)
+    push: Literal["posterior", "batch"] = option(
+        "posterior", "posterior: each sample towards its own prediction re-weighted so that the "
+                     "batch meets the target; batch: every sample by the batch loss's gradient "
+                     "(the paper)", flag="guidance-push")
 
     def __post_init__(self):
         for spec in self.target_weights:
@@ -66,21 +88,25 @@ class GuidanceConfig:
             except ValueError:
                 ok = False
             if not ok:
-                raise ValueError(f"bad target weight {spec!r}; use TARGET=WEIGHT, e.g. hair=2")
+                raise UserError(f"{{target_weights}}: bad {spec!r}; use TARGET=WEIGHT, e.g. "
+                                  "hair=2")
         if self.loss not in LOSSES:
-            raise ValueError(f"unknown guidance loss {self.loss!r}; use {sorted(LOSSES)}")
+            raise UserError(f"{{loss}} {self.loss!r} is unknown; use {sorted(LOSSES)}")
         if self.push not in ("batch", "posterior"):
-            raise ValueError(f"unknown guidance push {self.push!r}; use batch or posterior")
+            raise UserError(f"{{push}} {self.push!r} is unknown; use batch or posterior")
         if self.schedule not in ("beta_power", "constant"):
-            raise ValueError(f"unknown guidance schedule {self.schedule!r}")
+            raise UserError(f"{{schedule}} {self.schedule!r} is unknown; use beta_power or "
+                              "constant")
         for name in ("scale", "temperature", "max_step"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
-                raise ValueError(f"guidance {name} must be finite, got {value}")
-        if self.temperature <= 0 or self.scale < 0:
-            raise ValueError("guidance temperature must be > 0 and scale >= 0")
+                raise UserError(f"{{{name}}} must be finite, got {value}")
+        if self.temperature <= 0:
+            raise UserError(f"{{temperature}} must be > 0, got {self.temperature}")
+        if self.scale < 0:
+            raise UserError(f"{{scale}} must be >= 0, got {self.scale}")
         if self.max_step is not None and self.max_step <= 0:
-            raise ValueError(f"guidance max_step must be > 0 (or None), got {self.max_step}")
+            raise UserError(f"{{max_step}} must be > 0 (or None), got {self.max_step}")
 
 
 def target_weights(config: GuidanceConfig) -> dict[str, float]:

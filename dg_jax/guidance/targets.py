@@ -105,6 +105,6 @@ def preserved_targets(attributes, shares: dict[str, list[float]], num_classes: d
         if a not in shares:
             raise UserError(f"cannot preserve {a!r}: the ADP bundle records no unguided shares "
                             f"for it (recorded: {sorted(shares) or 'none'}); give it as a "
-                            f"--target {a}=... instead")
+                            f"target instead ({{targets}} {a}=...)")
         out.append(make_target([a], shares[a], num_classes))
     return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ import optax
 from flax import nnx
 
 from dg_jax import checkpoints, configs
+from dg_jax.configs import option
 from dg_jax.data.hspace import HSpaceSource, read_labels
 from dg_jax.data.shards import read_json
 from dg_jax.errors import UserError
@@ -31,24 +33,30 @@ from dg_jax.training import common
 
 @dataclasses.dataclass(frozen=True)
 class ADPTrainConfig:
-    data: str = "runs/hspace"  # a train.collect_hspace output folder
-    workdir: str = "runs/adp"
-    kind: str = "mlp"  # mlp (paper) | linear_per_step (original code)
-    features: str = "pool"  # mlp input: pool | flatten
+    data: str = option("runs/hspace", "a train.collect_hspace output folder")
+    workdir: str = option("runs/adp", "checkpoints and the accuracy plot (rerun to resume)")
+    kind: Literal["mlp", "linear_per_step"] = option(
+        "mlp", "mlp: one network over all steps, time-embedded (the paper); linear_per_step: a "
+               "linear head per step (the original code)")
+    features: Literal["pool", "flatten"] = option(
+        "pool", "the mlp's input: h pooled over space, or flattened")
     hidden: int = 256
     time_dim: int = 64
-    holdout: float = 0.15  # fraction of samples held out for the accuracy table
-    batch_size: int = 32  # samples per update, each with all its steps
+    holdout: float = option(0.15, "fraction of samples held out for the accuracy table")
+    batch_size: int = option(32, "samples per update, each with all its steps")
     steps: int = 1_500
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
-    data_seed: int = 0  # shuffles the training samples (the split is fixed by sample index)
+    data_seed: int = option(0, "shuffles the training samples (the split is fixed by sample "
+                               "index)")
     save_every: int = 500
     log_every: int = 25
-    export: str = ""  # write the trained ADP as a bundle here
-    export_dtype: str = "float16"  # parameters of the exported bundle (restored as float32)
-    class_balanced: bool = False  # weight classes equally (uncalibrated; see the module doc)
+    export: str = option("", "write the trained ADP as a bundle here")
+    export_dtype: Literal["float16", "bfloat16", "float32"] = option(
+        "float16", "the exported bundle's parameters (restored as float32)")
+    class_balanced: bool = option(False, "weight classes equally (uncalibrated; see the module "
+                                         "doc)")
 
 
 def split_indices(n: int, holdout: float) -> tuple[np.ndarray, np.ndarray]:

@@ -85,7 +85,7 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, config):
                if k not in RESUMABLE_FIELDS and saved.get(k) != current.get(k)}
     if changed:
         raise ConfigMismatchError(f"{manager.directory} holds a run with another config "
-                                  f"(differs in {sorted(changed)}); use a new --workdir")
+                                  f"(differs in {sorted(changed)}); use a new {{workdir}}")
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))
     return step, restored["state"]

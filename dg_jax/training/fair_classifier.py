@@ -60,9 +60,9 @@ def real_sets(config: FairClassifierConfig) -> tuple[downstream.AttributeSet,
     """(training set, balanced test set) of real images."""
     if config.real == "synthfaces":
         if config.image_size != 32:
-            raise UserError("SynthFaces images are 32x32; use --image-size 32")
+            raise UserError("SynthFaces images are 32x32; use {image_size} 32")
         if config.num_images <= 0 or config.num_eval <= 0:
-            raise UserError("SynthFaces needs --num-images and --num-eval above 0")
+            raise UserError("SynthFaces needs {num_images} and {num_eval} above 0")
         train = downstream.synthfaces_set(config.num_images, config.data_seed, config.target,
                                           config.sensitive, config.bias)
         test = downstream.synthfaces_set(config.num_eval, config.eval_seed, config.target,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from typing import Literal
 
 import jax
 import numpy as np
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from dg_jax import configs
 from dg_jax.balanced import make_labeller
+from dg_jax.configs import option
 from dg_jax.data import shards, synthfaces
 from dg_jax.data.hspace import encode_h_record
 from dg_jax.data.image_sources import open_images, tfds_labeller
@@ -33,47 +35,63 @@ from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.errors import UserError
 from dg_jax.generation import load_model
+from dg_jax.loading import model_config_option
 from dg_jax.sampling import TextConditioning, make_h_inverter, make_sampler, sampling_plan
 from dg_jax.text_to_image import TextToImageConfig, load_labeller, split_model
 
 
 @dataclasses.dataclass(frozen=True)
 class CollectConfig:
-    out: str = "runs/hspace"
+    out: str = option("runs/hspace", "output directory", required=True)
     num_samples: int = 2048
-    source: str = "generate"  # generate | invert
+    source: Literal["generate", "invert"] = option(
+        "generate", "generate: h along the generation path, the final images labelled; invert: "
+                    "h of DDIM-inverted images (SynthFaces, or --images)")
     seed: int = 0
     batch_size: int = 64
-    shard_size: int = 256  # samples per shard (~0.8 MB each for the embedded model's h)
-    model: str = ""  # UNet bundle, diffusers folder or guided-diffusion checkpoint; "": embedded
-    model_config: str = ""  # a guided-diffusion checkpoint's preset or JSON flags
-    classifier: str = ""  # labeller bundle; empty: the embedded SynthFaces classifier
-    sampler: SamplerConfig = SamplerConfig()
-    invert_probs: str = "uniform"  # SynthFaces class probabilities of inverted images
-    images: str = ""  # a folder or tfds:NAME[:SPLIT] of images to invert, not SynthFaces
-    text: TextToImageConfig = TextToImageConfig()  # a Stable Diffusion --model
-    labels: str = ""  # a label file (data/label_file.py): labels by sample index, no labeller
+    shard_size: int = option(256, "samples per shard (~0.8 MB each for the embedded model's h)")
+    model: str = option("", "UNet bundle, diffusers folder or guided-diffusion checkpoint (with "
+                            "--model-config); default: the embedded model")
+    model_config: str = model_config_option()
+    classifier: str = option("", "labeller bundle (default: the embedded SynthFaces "
+                                 "classifier)")
+    sampler: SamplerConfig = option(SamplerConfig(), flatten=True, group="sampling")
+    invert_probs: Literal["uniform", "biased"] = option(
+        "uniform", "class probabilities of the SynthFaces images to invert")
+    images: str = option("", "--source invert: real images to invert instead of SynthFaces: a "
+                             "folder (sample i = the i-th file by name) or tfds:NAME[:SPLIT] (a "
+                             "locally prepared TFDS set); label them with --labels or "
+                             "--classifier")
+    text: TextToImageConfig = option(TextToImageConfig(), flatten=True,
+                                     group="text-to-image (a Stable Diffusion --model)")
+    labels: str = option("", "label file by sample index (CSV index,<attr>,... or .npz) instead "
+                             "of a labeller; or tfds:ATTR,NAME=ATTR,... for the binary "
+                             "attributes of a TFDS --images set (data/label_file.py)")
 
     def validate(self) -> None:
-        if self.source not in ("generate", "invert"):
-            raise UserError(f"unknown --source {self.source!r}; use generate or invert")
-        if self.invert_probs not in ("uniform", "biased"):
-            raise UserError(f"unknown --invert-probs {self.invert_probs!r}; use uniform or biased")
+        for name, allowed in (("source", ("generate", "invert")),
+                              ("invert_probs", ("uniform", "biased"))):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{{{name}}} {getattr(self, name)!r} is unknown; use "
+                                f"{' or '.join(allowed)}")
         for name in ("num_samples", "batch_size", "shard_size"):
             if getattr(self, name) <= 0:
-                raise UserError(f"--{name.replace('_', '-')} must be positive")
-        self.text.validate(self.classifier)
+                raise UserError(f"{{{name}}} must be positive")
+        try:
+            self.text.validate(self.classifier)
+        except UserError as e:
+            raise e.within("text.") from None
         if self.labels and (self.classifier or self.text.clip):
-            raise UserError("--labels replaces the labeller: give it without --classifier or "
-                            "--clip")
+            raise UserError("{labels} replaces the labeller: give it without {classifier} or "
+                            "{text.clip}")
         if self.images and self.source != "invert":
-            raise UserError("--images are inverted: give them with --source invert")
+            raise UserError("{images} are inverted: give them with {source} invert")
         if self.labels.startswith("tfds:") and not self.images.startswith("tfds:"):
-            raise UserError("--labels tfds:ATTR,... reads the attributes of a TFDS --images "
-                            "set; give --images tfds:NAME[:SPLIT]")
+            raise UserError("{labels} tfds:ATTR,... reads the attributes of a TFDS {images} "
+                            "set; give {images} tfds:NAME[:SPLIT]")
         if self.text.prompts and self.source == "invert":
-            raise UserError("--source invert is for unconditional models; use --source generate "
-                            "with --prompt")
+            raise UserError("{source} invert is for unconditional models; use {source} "
+                            "generate with {text.prompts}")
 
 
 def collect(config: CollectConfig) -> dict:
@@ -89,8 +107,8 @@ def collect(config: CollectConfig) -> dict:
     else:
         labeller = load_labeller(config.text, config.classifier, sd is not None)
         if labeller is None:
-            raise UserError("h-space samples need labels: give --clip with --class-prompt, "
-                            "--classifier or --labels")
+            raise UserError("h-space samples need labels: give {text.clip} with "
+                            "{text.class_prompts}, {classifier} or {labels}")
         label = make_labeller(labeller)
     later = ("text", "labels", "model_config", "images")
     wanted = {**configs.to_recorded_dict(config, later_fields=later),
@@ -154,8 +172,8 @@ def images_to_invert(config: CollectConfig, size: int):
     if config.images:
         images = open_images(config.images, size)
         if len(images) < config.num_samples:
-            raise UserError(f"--images {config.images} holds {len(images)} images, fewer than "
-                            f"--num-samples {config.num_samples}")
+            raise UserError(f"{{images}} {config.images} holds {len(images)} images, fewer "
+                            f"than {{num_samples}} {config.num_samples}")
         return lambda idx: images.load(np.minimum(idx, config.num_samples - 1))
     probs = None if config.invert_probs == "uniform" else synthfaces.BIASED_PROBS
     return lambda idx: synthfaces.generate(len(idx), int(config.seed * 1_000_003 + idx[0]),
