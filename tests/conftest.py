@@ -1,7 +1,10 @@
 import os
 
-# Tests run on the CPU with 4 virtual devices, so data-parallel code paths are exercised.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# Tests run on the CPU with 4 virtual devices, so data-parallel code paths are exercised. They
+# compile many small programs and run each briefly: XLA:CPU at -O0 compiles them ~40 % faster (the
+# suite: 16.6 -> 12.2 min on 2 cores). .ci/newest runs the core tests at XLA's default level.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4 "
+                                   "--xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Many tests compile the same programs (the same tiny models and steps, also in subprocesses): a
 # compilation cache that lives for one pytest run, shared by the xdist workers and subprocesses

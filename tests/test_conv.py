@@ -15,8 +15,8 @@ from dg_jax.models.unet import UNet
 CASES = [(3, 1, 1, 8), (3, 2, 1, 8), (3, 2, 0, 9), (3, 2, 1, 7), (1, 1, 0, 5), (4, 2, 1, 8)]
 
 
-def close(a, b):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+def close(a, b, atol=1e-5):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=atol)
 
 
 @pytest.fixture(params=[False, True], ids=["kernel-gradient-as-conv", "kernel-gradient-by-taps"])
@@ -48,7 +48,9 @@ def test_cpu_form_has_the_plain_convolutions_derivatives(size, stride, pad, heig
     close(jax.linearize(ours, x, k)[1](*tangents), jax.jvp(plain, (x, k), tangents)[1])
     for a, b in zip(*(jax.jvp(jax.grad(lambda x, k, f=f: jnp.sum(jnp.sin(f(x, k))), (0, 1)),
                               (x, k), tangents)[1] for f in (ours, plain))):
-        close(a, b)
+        # second order: float32 rounding of the two derivations reaches ~2e-5 where XLA sums
+        # in another order (the suite compiles at -O0); a wrong formula is off by O(1)
+        close(a, b, atol=3e-5)
     # the x-only gradient a guided step takes, also under jit and vmap
     grad_x = jax.jit(jax.vmap(jax.grad(lambda x: jnp.sum(ours(x[None], k) ** 2))))
     close(grad_x(x), jax.vmap(jax.grad(lambda x: jnp.sum(plain(x[None], k) ** 2)))(x))

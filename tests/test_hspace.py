@@ -140,5 +140,5 @@ def test_invert_a_tfds_set_labelled_by_its_own_attributes(bundles, tmp_path):
     source = HSpaceSource(tmp_path / "h")
     got = {name: [source[i]["labels"][name] for i in range(6)] for name in want}
     assert got == want
-    with pytest.raises(UserError, match="give --images tfds:NAME"):
+    with pytest.raises(UserError, match="give images tfds:NAME"):
         CollectConfig(labels="tfds:Male", source="invert").validate()
