@@ -10,6 +10,8 @@ import dataclasses
 import json
 import typing
 
+from dg_jax.errors import UserError
+
 
 def option(default, help: str = "", *, flag: str | None = None, aliases: tuple[str, ...] = (),
            parse=None, sep: str | None = None, group: str | None = None, required: bool = False,
@@ -25,6 +27,18 @@ def option(default, help: str = "", *, flag: str | None = None, aliases: tuple[s
     metadata = dict(help=help, flag=flag, aliases=aliases, parse=parse, sep=sep, group=group,
                     required=required, flatten=flatten, metavar=metavar, positional=positional)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_choices(config) -> None:
+    """Raises a UserError naming the first field annotated `Literal[...]` whose value is not one
+    of its choices."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        allowed = typing.get_args(hints[field.name])
+        value = getattr(config, field.name)
+        if typing.get_origin(hints[field.name]) is typing.Literal and value not in allowed:
+            raise UserError(f"{{{field.name}}} {value!r} is unknown; use "
+                            f"{' or '.join(map(str, allowed))}")
 
 
 def to_dict(config) -> dict:

@@ -12,7 +12,7 @@ import dataclasses
 import pathlib
 import sys
 import time
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -42,7 +42,6 @@ from dg_jax.text_to_image import TextToImageConfig, load_labeller, split_model
 from dg_jax.wrappers import ImageGuidance
 
 GuidanceMethod = Literal["none", "distribution", "sample", "image"]
-GUIDANCE_METHODS = get_args(GuidanceMethod)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,9 +94,7 @@ class GenerateConfig:
         for name in ("num_images", "batch_size", "shard_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{{{name}}} must be positive")
-        if self.method not in GUIDANCE_METHODS:
-            raise UserError(f"{{method}} {self.method!r} is unknown; use "
-                            f"{' or '.join(GUIDANCE_METHODS)}")
+        configs.check_choices(self)
         if self.method == "none" and self.targets:
             raise UserError("{targets} needs a guidance {method} (e.g. distribution)")
         if self.preserve and self.method not in ("distribution", "sample"):
@@ -110,11 +107,6 @@ class GenerateConfig:
                             "the model)")
         if self.png and "://" in self.out:
             raise UserError("{png} writes local files; use it with a local {out}")
-        for name, allowed in (("dtype", ("float32", "bfloat16")), ("balance", ("dataset", "batch")),
-                              ("distribution_scope", ("global", "local"))):
-            if getattr(self, name) not in allowed:
-                raise UserError(f"{{{name}}} {getattr(self, name)!r} is unknown; use "
-                                f"{' or '.join(allowed)}")
         if self.method == "image" and self.classifier == "none":
             raise UserError("{method} image guides with the classifier; {classifier} none "
                             "leaves it without one")

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dg_jax.configs import option
+from dg_jax.configs import check_choices, option
 from dg_jax.errors import UserError
 
 
@@ -60,9 +60,7 @@ class GuardConfig:
     min_images: int = option(256, "images written before a target can be judged out of reach")
 
     def __post_init__(self):
-        if self.on_degenerate not in ("stop", "warn"):
-            raise UserError(f"{{on_degenerate}} {self.on_degenerate!r} is unknown; use stop "
-                              "or warn")
+        check_choices(self)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not (math.isfinite(value) and value >= 0):

@@ -67,7 +67,7 @@ def record_unguided(config: RecordUnguidedConfig) -> dict:
     labels = {a: data[f"label_{a}"] for a in num_classes if f"label_{a}" in data}
     if len(labels) != len(num_classes):
         raise UserError(f"the labeller does not label every ADP attribute "
-                         f"({sorted(num_classes)}); it labels {sorted(labels)}")
+                        f"({sorted(num_classes)}); it labels {sorted(labels)}")
     stats = unguided_statistics_of(data["image"], labels, num_classes)
     meta.setdefault("report", {})["unguided"] = {**stats, "seed": config.seed,
                                                  "model": config.model or "embedded"}

@@ -44,7 +44,7 @@ def concatenate(sets: list[AttributeSet]) -> AttributeSet:
     sizes = {s.images.shape[1:] for s in sets}
     if len(sizes) > 1:
         raise UserError(f"image sizes differ between the sets: {sorted(sizes)}; resize one "
-                         "(--image-size)")
+                        "({image_size})")
     sensitive = None if any(s.sensitive is None for s in sets) else np.concatenate(
         [s.sensitive for s in sets])
     return AttributeSet(np.concatenate([s.images for s in sets]),

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from dg_jax.configs import option
+from dg_jax.configs import check_choices, option
 from dg_jax.diffusion.respacing import is_respacing, respaced_steps
-from dg_jax.diffusion.samplers import METHODS, SamplingMethod
+from dg_jax.diffusion.samplers import SamplingMethod
 from dg_jax.errors import UserError
 
 
@@ -41,19 +41,18 @@ class SamplerConfig:
         None, "the last step ends at alpha_bar = 1, else at alpha_bar[0] (default: the model's)")
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise UserError(f"{{method}} {self.method!r} is unknown; use {', '.join(METHODS)}")
+        check_choices(self)
         if not (self.spacing in (None, "leading", "trailing", "linspace")
                 or is_respacing(self.spacing)):
             raise UserError(f"{{spacing}} {self.spacing!r} is unknown; use leading, trailing, "
-                              "linspace or a guided-diffusion respacing (ddim50, 250, 10,20,30)")
+                            "linspace or a guided-diffusion respacing (ddim50, 250, 10,20,30)")
         if self.num_steps is not None and self.num_steps < 1:
             raise UserError(f"{{num_steps}} must be positive, got {self.num_steps}")
         if (is_respacing(self.spacing) and self.num_steps is not None
                 and self.num_steps != respaced_steps(self.spacing)):
             raise UserError(f"{{spacing}} {self.spacing!r} gives "
-                              f"{respaced_steps(self.spacing)} steps, not {{num_steps}} "
-                              f"{self.num_steps}")
+                            f"{respaced_steps(self.spacing)} steps, not {{num_steps}} "
+                            f"{self.num_steps}")
         if self.eta < 0:
             raise UserError(f"{{eta}} must be >= 0, got {self.eta}")
         if self.clip_sample is not None and self.clip_sample < 0:

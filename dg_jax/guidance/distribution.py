@@ -22,7 +22,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from dg_jax.configs import option
+from dg_jax.configs import check_choices, option
 from dg_jax.errors import UserError
 from dg_jax.guidance.losses import LOSSES
 from dg_jax.guidance.posterior import posterior_loss
@@ -89,14 +89,8 @@ class GuidanceConfig:
                 ok = False
             if not ok:
                 raise UserError(f"{{target_weights}}: bad {spec!r}; use TARGET=WEIGHT, e.g. "
-                                  "hair=2")
-        if self.loss not in LOSSES:
-            raise UserError(f"{{loss}} {self.loss!r} is unknown; use {sorted(LOSSES)}")
-        if self.push not in ("batch", "posterior"):
-            raise UserError(f"{{push}} {self.push!r} is unknown; use batch or posterior")
-        if self.schedule not in ("beta_power", "constant"):
-            raise UserError(f"{{schedule}} {self.schedule!r} is unknown; use beta_power or "
-                              "constant")
+                                "hair=2")
+        check_choices(self)
         for name in ("scale", "temperature", "max_step"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):

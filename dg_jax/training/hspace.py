@@ -69,11 +69,7 @@ class CollectConfig:
                              "attributes of a TFDS --images set (data/label_file.py)")
 
     def validate(self) -> None:
-        for name, allowed in (("source", ("generate", "invert")),
-                              ("invert_probs", ("uniform", "biased"))):
-            if getattr(self, name) not in allowed:
-                raise UserError(f"{{{name}}} {getattr(self, name)!r} is unknown; use "
-                                f"{' or '.join(allowed)}")
+        configs.check_choices(self)
         for name in ("num_samples", "batch_size", "shard_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{{{name}}} must be positive")
