@@ -29,7 +29,13 @@ from dg_jax.errors import UserError, template_of
 from dg_jax.guard import GuardConfig, QualityGuard
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
-from dg_jax.guidance.targets import Target, check_disjoint, parse_target, preserved_targets
+from dg_jax.guidance.targets import (
+    Target,
+    check_disjoint,
+    parse_target,
+    preserved_targets,
+    split_spec,
+)
 from dg_jax.loading import load_adp, load_unet, model_config_option
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.parallel import (
@@ -95,6 +101,8 @@ class GenerateConfig:
             if getattr(self, name) <= 0:
                 raise UserError(f"{{{name}}} must be positive")
         configs.check_choices(self)
+        for spec in self.targets:  # their form here; their attributes with the ADP's classes
+            split_spec(spec)
         if self.method == "none" and self.targets:
             raise UserError("{targets} needs a guidance {method} (e.g. distribution)")
         if self.preserve and self.method not in ("distribution", "sample"):

@@ -9,44 +9,48 @@ config) loads faster than the diffusers folder and without safetensors; `--model
 then works everywhere a UNet is taken. An existing destination is never overwritten.
 """
 
-import argparse
+import dataclasses
 import pathlib
 import sys
+from typing import Literal
 
 import jax
 from flax import nnx
 
+from dg_jax.configs import option
 from dg_jax.errors import UserError, template_of
-from dg_jax.flags import run_cli
+from dg_jax.flags import main_for
 from dg_jax.loading import load_unet, model_config_option, save_unet
 
 
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    source: str = option("", "diffusers pipeline folder or UNet2DModel folder, or a "
+                             "guided-diffusion checkpoint (.pt, .safetensors)", positional=True)
+    dest: str = option("", "bundle folder to create (must not exist)", positional=True)
+    model_config: str = model_config_option()
+    dtype: Literal["float32", "bfloat16", "float16"] = option(
+        "float32", "storage dtype of the parameters (restored as float32)")
+
+
+def convert(config: ConvertConfig) -> None:
+    if pathlib.Path(config.dest).exists():
+        raise UserError(f"{config.dest} exists; choose a new destination")
+    try:
+        model, model_config = load_unet(config.source, config.model_config or None)
+    except (ValueError, ImportError) as e:  # e.g. a checkpoint that does not fit its config
+        raise UserError(template_of(e)) from None
+    save_unet(config.dest, model, model_config, config.dtype,
+              extra={"source": str(pathlib.Path(config.source).absolute())})
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    unet = model_config.unet
+    print(f"wrote {config.dest}: {params / 1e6:.2f} M parameters, {unet.sample_size} px, "
+          f"h {unet.h_shape}, {model_config.schedule.beta_schedule} schedule, "
+          f"prediction {unet.prediction_type}")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="diffusers pipeline folder or UNet2DModel folder, or a "
-                   "guided-diffusion checkpoint (.pt, .safetensors)")
-    p.add_argument("dest", help="bundle folder to create (must not exist)")
-    p.add_argument("--model-config", default="", help=model_config_option().metadata["help"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="storage dtype of the parameters (restored as float32)")
-
-    def convert():
-        a = p.parse_args(argv)
-        if pathlib.Path(a.dest).exists():
-            raise UserError(f"{a.dest} exists; choose a new destination")
-        try:
-            model, config = load_unet(a.source, a.model_config or None)
-        except (ValueError, ImportError) as e:  # e.g. a checkpoint that does not fit its config
-            raise UserError(template_of(e)) from None
-        save_unet(a.dest, model, config, a.dtype,
-                  extra={"source": str(pathlib.Path(a.source).absolute())})
-        params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-        print(f"wrote {a.dest}: {params / 1e6:.2f} M parameters, {config.unet.sample_size} px, "
-              f"h {config.unet.h_shape}, {config.schedule.beta_schedule} schedule, "
-              f"prediction {config.unet.prediction_type}")
-
-    return run_cli(p, convert)
+    return main_for(ConvertConfig, convert, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -97,3 +97,10 @@ def test_a_field_declares_its_flag_with_option():
     assert config_from_flags(args, Job) == Job("exact", ("a", "b", "c"), 3)
     assert flag_names(parser) == {"help": "-h", "mode": "--how", "names": "--names",
                                   "size": "--size", "config": "--config"}
+
+
+def test_a_malformed_target_is_refused_before_any_model_loads(capsys):
+    with pytest.raises(UserError, match="target hair sums to 0.9000, not 1"):
+        GenerateConfig(method="distribution", targets=("hair=0.5,0.4",)).validate()
+    assert generate.main(["--out", "o", "--method", "distribution", "--target", "hair=a"]) == 2
+    assert capsys.readouterr().err == "error: target 'hair=a': probabilities must be numbers\n"

@@ -59,27 +59,39 @@ def make_target(attributes, probs, num_classes: dict[str, int]) -> Target:
     if probs.ndim != 1 or probs.size != cells:
         raise UserError(f"target {name} needs {cells} probabilities "
                         f"({' x '.join(map(str, ks))} classes), got {probs.size}")
-    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
-        raise UserError(f"target {name} has negative or non-finite probabilities")
-    if abs(probs.sum() - 1.0) > SUM_TOLERANCE:
-        raise UserError(f"target {name} sums to {probs.sum():.4f}, not 1")
+    check_probabilities(name, probs)
     probs = probs / probs.sum()
     return Target(attributes, ks, tuple(float(p) for p in probs))
 
 
-def parse_target(spec: str, num_classes: dict[str, int]) -> Target:
-    """'attr=p0,p1,...' or 'a,b=...' (joint) or '...=uniform' -> Target."""
+def check_probabilities(name: str, probs: np.ndarray) -> None:
+    """A distribution: finite, non-negative, summing to 1 (within SUM_TOLERANCE)."""
+    if not np.all(np.isfinite(probs)) or np.any(probs < 0):
+        raise UserError(f"target {name} has negative or non-finite probabilities")
+    if abs(probs.sum() - 1.0) > SUM_TOLERANCE:
+        raise UserError(f"target {name} sums to {probs.sum():.4f}, not 1")
+
+
+def split_spec(spec: str) -> tuple[list[str], str | np.ndarray]:
+    """'attr=p0,p1,...' or 'a,b=...' or '...=uniform' -> (attributes, probabilities or
+    "uniform"). Checks what needs no model: the form, and that the numbers are a distribution."""
     if "=" not in spec:
         raise UserError(f"target {spec!r} must look like attr=p0,p1,... or attr=uniform")
     names, values = spec.split("=", 1)
     attributes = [n.strip() for n in names.split(",")]
     if values.strip() == "uniform":
-        return make_target(attributes, "uniform", num_classes)
+        return attributes, "uniform"
     try:
-        probs = [float(v) for v in values.split(",")]
+        probs = np.asarray([float(v) for v in values.split(",")], np.float64)
     except ValueError:
         raise UserError(f"target {spec!r}: probabilities must be numbers") from None
-    return make_target(attributes, probs, num_classes)
+    check_probabilities(",".join(attributes), probs)
+    return attributes, probs
+
+
+def parse_target(spec: str, num_classes: dict[str, int]) -> Target:
+    """'attr=p0,p1,...' or 'a,b=...' (joint) or '...=uniform' -> Target."""
+    return make_target(*split_spec(spec), num_classes)
 
 
 def check_disjoint(targets: list[Target]) -> None:
