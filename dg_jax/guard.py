@@ -55,8 +55,8 @@ class GuardConfig:
                                          "image is unreadable")
     # A target whose running shares are still farther than this (largest |share - p_ref|) after
     # min_images images is out of reach.
-    max_unmet: float = option(0.15, "a target still farther than this from its shares after "
-                                    "--min-images images is out of reach")
+    max_unmet: float = option(0.15, "a target whose shares are still farther than this from "
+                                    "it after --min-images images is out of reach")
     min_images: int = option(256, "images written before a target can be judged out of reach")
 
     def __post_init__(self):
