@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 _FIELD = re.compile(r"\{(/?)([a-z][a-z0-9_.]*)\}")
@@ -31,6 +32,15 @@ class UserError(ValueError):
 
 class ConfigMismatchError(UserError):
     """An existing output or run directory was made with another config; nothing is overwritten."""
+
+
+@contextlib.contextmanager
+def nested_at(path: str):
+    """Inside: a UserError of the config nested at `path` ("text.") names its fields in full."""
+    try:
+        yield
+    except UserError as e:
+        raise e.within(path) from None
 
 
 def template_of(error: Exception) -> str:

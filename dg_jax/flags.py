@@ -16,7 +16,7 @@ import sys
 import types
 import typing
 
-from dg_jax.errors import UserError
+from dg_jax.errors import UserError, nested_at
 from dg_jax.run_record import recorded_config
 
 _DEFAULT_META = dict(help="", flag=None, aliases=(), parse=None, sep=None, group=None,
@@ -123,10 +123,8 @@ def config_from_flags(args: argparse.Namespace, config_cls, defaults=None,
             ) if sep else tuple(given)
         elif dest in values and not isinstance(value, tuple):
             changes[field.name] = values[dest]
-    try:
+    with nested_at(dest_prefix):  # a nested config's own check: its fields by their full path
         return dataclasses.replace(defaults, **changes)
-    except UserError as e:  # a nested config's own check: name the field by its full path
-        raise e.within(dest_prefix) from None
 
 
 def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
@@ -161,10 +159,12 @@ def config_parser(config_cls, doc: str) -> argparse.ArgumentParser:
 
 
 def parse_config(parser: argparse.ArgumentParser, config_cls, argv=None, keep=()):
-    """(config, parsed args): the flags, on top of --config's file where one is given; the
-    `keep` fields and those the command line must give always come from the command line."""
+    """(config, parsed args): the flags (and --prompts-file's prompts, where the parser has
+    it), on top of --config's file where one is given; the `keep` fields and those the command
+    line must give always come from the command line."""
     args = parser.parse_args(argv)
-    config = config_from_flags(args, config_cls)
+    config = with_prompts_file(config_from_flags(args, config_cls),
+                               getattr(args, "prompts_file", ""))
     if args.config:
         keep = (*keep, *_required_fields(config_cls))
         config = recorded_config(args.config, config, command_line_defaults(config), keep=keep)

@@ -25,7 +25,7 @@ from dg_jax.configs import option
 from dg_jax.data import generated
 from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
-from dg_jax.errors import UserError, template_of
+from dg_jax.errors import UserError, nested_at, template_of
 from dg_jax.guard import GuardConfig, QualityGuard
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
@@ -118,10 +118,8 @@ class GenerateConfig:
         if self.method == "image" and self.classifier == "none":
             raise UserError("{method} image guides with the classifier; {classifier} none "
                             "leaves it without one")
-        try:
+        with nested_at("text."):
             self.text.validate(self.classifier)
-        except UserError as e:
-            raise e.within("text.") from None
         prompts = self.text.prompts
         if prompts and self.batch_size % len(prompts):
             raise UserError(f"{{batch_size}} {self.batch_size} must hold each of the "

@@ -64,10 +64,15 @@ def with_settings(config, settings: dict):
     return config
 
 
+# A generation run's fields that its record does not hold to: where it is written, whether PNGs
+# are written beside it, and how broken output is handled. They come from the command line.
+COMMAND_LINE_FIELDS = ("out", "png", "guard")
+
+
 def resumed_config(given, defaults):
     """The config OUT/run.json records (OUT = given.out), for --resume."""
     run_file = epath.Path(given.out) / "run.json"
     if not run_file.exists():
         raise UserError(f"--resume: {given.out} has no run.json; start the run without --resume")
-    return recorded_config(run_file, given, defaults, keep=("out", "png", "guard"),
+    return recorded_config(run_file, given, defaults, keep=COMMAND_LINE_FIELDS,
                            refuse_changes=True)

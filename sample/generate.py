@@ -28,11 +28,11 @@ from dg_jax.flags import (
     command_line_defaults,
     config_from_flags,
     config_parser,
+    parse_config,
     run_cli,
-    with_prompts_file,
 )
 from dg_jax.generation import GenerateConfig, run
-from dg_jax.run_record import recorded_config, resumed_config
+from dg_jax.run_record import COMMAND_LINE_FIELDS, resumed_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,15 +61,14 @@ def make_parser():
 
 
 def parse_args(argv=None, parser=None) -> tuple[GenerateConfig, LaunchConfig]:
-    a = (parser or make_parser()).parse_args(argv)
-    config = with_prompts_file(config_from_flags(a, GenerateConfig), a.prompts_file)
-    launch = config_from_flags(a, LaunchConfig)
-    if launch.resume and a.config:
+    parser = parser or make_parser()
+    a = parser.parse_args(argv)
+    if a.resume and a.config:  # before reading either file
         raise UserError("--resume continues --out's own run.json; give --config without it")
-    if launch.resume or a.config:
-        defaults = command_line_defaults(config)
-        config = (resumed_config(config, defaults) if launch.resume else recorded_config(
-            a.config, config, defaults, keep=("out", "png", "guard")))
+    config, _ = parse_config(parser, GenerateConfig, argv, keep=COMMAND_LINE_FIELDS)
+    launch = config_from_flags(a, LaunchConfig)
+    if launch.resume:
+        config = resumed_config(config, command_line_defaults(config))
     return config, launch
 
 

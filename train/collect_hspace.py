@@ -18,13 +18,7 @@ timesteps. For a Stable Diffusion folder (--source generate), --prompt /
 import json
 import sys
 
-from dg_jax.flags import (
-    add_prompts_file_flag,
-    config_parser,
-    parse_config,
-    run_cli,
-    with_prompts_file,
-)
+from dg_jax.flags import add_prompts_file_flag, config_parser, parse_config, run_cli
 from dg_jax.training.hspace import CollectConfig, collect
 
 
@@ -33,8 +27,7 @@ def main(argv=None) -> int:
     add_prompts_file_flag(parser)
 
     def run():
-        config, args = parse_config(parser, CollectConfig, argv)
-        config = with_prompts_file(config, args.prompts_file)
+        config, _ = parse_config(parser, CollectConfig, argv)
         print(json.dumps(collect(config), indent=2))
 
     return run_cli(parser, run)

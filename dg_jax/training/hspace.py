@@ -33,7 +33,7 @@ from dg_jax.data.images import to_model_range, to_uint8
 from dg_jax.data.label_file import LabelFile
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.diffusion.samplers import sample_keys
-from dg_jax.errors import UserError
+from dg_jax.errors import UserError, nested_at
 from dg_jax.generation import load_model
 from dg_jax.loading import model_config_option
 from dg_jax.sampling import TextConditioning, make_h_inverter, make_sampler, sampling_plan
@@ -73,10 +73,8 @@ class CollectConfig:
         for name in ("num_samples", "batch_size", "shard_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{{{name}}} must be positive")
-        try:
+        with nested_at("text."):
             self.text.validate(self.classifier)
-        except UserError as e:
-            raise e.within("text.") from None
         if self.labels and (self.classifier or self.text.clip):
             raise UserError("{labels} replaces the labeller: give it without {classifier} or "
                             "{text.clip}")
