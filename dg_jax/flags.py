@@ -16,11 +16,12 @@ import sys
 import types
 import typing
 
+from dg_jax.configs import option
 from dg_jax.errors import UserError, nested_at
 from dg_jax.run_record import recorded_config
 
-_DEFAULT_META = dict(help="", flag=None, aliases=(), parse=None, sep=None, group=None,
-                     required=False, flatten=False, metavar=None, positional=False)
+# a field made without `option`: option's own defaults
+_DEFAULT_META = dict(option(None).metadata)
 
 
 def _meta(field: dataclasses.Field) -> dict:
