@@ -54,8 +54,10 @@ class GuardConfig:
     min_confidence: float = option(0.55, "the labeller's mean top probability below which an "
                                          "image is unreadable")
     # A target whose running shares are still farther than this (largest |share - p_ref|) after
-    # min_images images is out of reach.
-    max_unmet: float = option(0.15, "a target whose shares are still farther than this from "
+    # min_images images is out of reach. 6 points: with dataset-level balance every target the
+    # embedded model reaches (FD <= 0.05 at 512 images) was within 5 points from image 256 on,
+    # and the ones it fell short of stayed 6-8 points off (docs/GUIDANCE.md).
+    max_unmet: float = option(0.06, "a target whose shares are still farther than this from "
                                     "it after --min-images images is out of reach")
     min_images: int = option(256, "images written before a target can be judged out of reach")
 

@@ -79,6 +79,13 @@ def test_a_target_still_far_off_after_enough_images_is_out_of_reach():
         guard.check_shares(far, [target], 256)
     assert QualityGuard(GuardConfig()).check_shares({"glasses": np.array([10, 246])}, [target],
                                                     256) is None
+    # The default margin: a 70/30 target the model only takes to 63/37 is out of reach, one
+    # that is 4 points off after 256 images (dataset-level balance still closing in) is not.
+    mirrored = parse_target("hair=0.7,0.3", {"hair": 2})
+    assert QualityGuard(GuardConfig()).check_shares({"hair": np.array([169, 87])}, [mirrored],
+                                                    256) is None
+    with pytest.raises(DegenerateOutputError, match=r"after 320 images its shares are 63/37 %"):
+        QualityGuard(GuardConfig()).check_shares({"hair": np.array([202, 118])}, [mirrored], 320)
 
 
 @pytest.mark.parametrize("bad", [dict(on_degenerate="maybe"), dict(max_roughness=float("nan")),
