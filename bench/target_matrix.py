@@ -175,7 +175,7 @@ def main():
                + (f" --rows \"{a.rows}\"" if a.rows else "") + "`.")
     lines = table(results, unguided)
     grids = [f"![{r['balance']}: {' '.join(r['targets'])}]({r['grid']})"
-             for r in results if r.get("grid") and r["balance"] == a.balance.split(",")[-1]]
+             for r in results if r.get("grid")]
     write_section(a.doc, "target-matrix", [*lines, "", made_by, "", *grids])
     print("\n".join(lines))
     print(f"meets the line: {sum(passes(r) for r in results)} of {len(results)} rows")
