@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from dg_jax.configs import check_choices, option
 from dg_jax.errors import UserError
-from dg_jax.guidance.losses import LOSSES
+from dg_jax.guidance.losses import LOSSES, LossName
 from dg_jax.guidance.posterior import posterior_loss
 from dg_jax.guidance.targets import Target
 
@@ -40,7 +40,7 @@ def _bound(text: str) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class GuidanceConfig:
-    loss: Literal["chi_square", "kl", "l2"] = option(
+    loss: LossName = option(
         "chi_square", "the distribution loss L(p_hat, p_ref)", flag="guidance-loss")
     # Per-sample step size (batch-size independent, see the module doc), bounded by max_step.
     # The default suits the embedded SynthFaces model and its ADP (docs/GUIDANCE.md: 3,000 left

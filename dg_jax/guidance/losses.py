@@ -8,6 +8,8 @@ code produced NaN there).
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import jax.numpy as jnp
 
 MIN_PROB = 1e-2
@@ -29,4 +31,8 @@ def l2(p: jnp.ndarray, q: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum((p - q) ** 2, axis=-1)
 
 
+LossName = Literal["chi_square", "kl", "l2"]
+# The configs' type (choices on the command line, checked by check_choices) and the lookup table
+# name the same losses.
 LOSSES = {"chi_square": chi_square, "kl": kl, "l2": l2}
+assert set(get_args(LossName)) == set(LOSSES)
