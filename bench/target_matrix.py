@@ -11,8 +11,10 @@ on its own (batch) and once with dataset-level balance (dataset).
 
 Columns: FD by the evaluation network and by the labeller (the worst of the row's targets); the
 matched-KID ratio (KID against real faces with the images' own attribute combinations, over the
-unguided run's); for one-hot rows the share of the asked class; the largest drift of an
-untargeted attribute from the unguided run's shares (evaluation network, percentage points); the
+unguided model's, measured on --num-unguided images; the table's head says how far the ratio of
+a row-sized unguided set moves by chance); for one-hot rows the share of the asked class; the
+largest drift of an untargeted attribute from the unguided shares (evaluation network,
+percentage points); the
 largest relative change of h in one step and its mean total over the steps; broken images (the
 quality guard); images/s. A row the guard stopped says why. Runs live under --out and are reused
 (generation resumes, evaluations are cached by bench/results.py's helper); the figures go to
@@ -31,9 +33,14 @@ from PIL import Image
 
 from bench.doc_sections import write_section
 from bench.results import base_config, generate_and_evaluate
+from dg_jax import checkpoints
 from dg_jax.data.generated import read_generated
 from dg_jax.data.images import image_grid
+from dg_jax.evaluation.evaluate import EvaluateConfig, make_featurizer, quality
+from dg_jax.flags import error_line
 from dg_jax.guard import DegenerateOutputError
+from dg_jax.loading import load_classifier
+from sample.generate import make_parser
 
 BINARY = ("hair", "glasses", "smile")
 # In the order they are run: the shares users ask for most first, then one-hot targets, then
@@ -79,8 +86,10 @@ def measure_row(out: pathlib.Path, base, targets, balance: str, num_real: int,
     try:
         report = generate_and_evaluate(out, name, config, targets, num_real)
     except DegenerateOutputError as e:
-        stopped.write_text(f"{e}\n")
-        return {**row, "stopped": str(e)}
+        # as sample.generate prints it: settings named by their flags
+        line = error_line(e, make_parser()).removeprefix("error: ")
+        stopped.write_text(f"{line}\n")
+        return {**row, "stopped": line}
     manifest = json.loads((out / name / "manifest.json").read_text())
     targeted = {a for t in targets for a in t.split("=")[0].split(",")}
     row.update({
@@ -99,6 +108,27 @@ def measure_row(out: pathlib.Path, base, targets, balance: str, num_real: int,
     return row
 
 
+def subset_kids(run_dir: pathlib.Path, size: int, num_real: int) -> list[float]:
+    """Matched KID of each disjoint `size`-image part of an unguided run: how far a row's KID
+    moves by chance alone. Cached in the run's folder (rendering the references takes minutes)."""
+    cache = run_dir / f"subset_kids_{size}_{num_real}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    featurize = make_featurizer(load_classifier(checkpoints.EMBEDDED_EVALUATOR))
+    images = read_generated(run_dir)["image"]
+    features, labels = featurize(images)
+    config = EvaluateConfig(run_dir=str(run_dir), num_real=num_real)
+    kids = []
+    for start in range(0, len(images) - size + 1, size):
+        part = slice(start, start + size)
+        kids.append(float(quality(features[part], featurize, [], config, images.shape[1],
+                                  "embedded evaluator",
+                                  labels={a: v[part] for a, v in labels.items()}
+                                  )["matched"]["kid"]))
+    cache.write_text(json.dumps(kids) + "\n")
+    return kids
+
+
 def passes(row: dict) -> bool:
     """The acceptance line: FD <= 0.05 by both networks, matched KID ratio <= 1.5, one-hot rows
     >= 95 % of the asked class."""
@@ -109,10 +139,15 @@ def passes(row: dict) -> bool:
             and (one_hot is None or one_hot >= 0.95))
 
 
-def table(rows: list[dict], unguided: dict) -> list[str]:
+def table(rows: list[dict], unguided: dict, chance: list[float], size: int) -> list[str]:
     shares = " ".join(f"{a} " + "/".join(f"{100 * v:.0f}" for v in unguided["shares"][a])
                       for a in ATTRIBUTES)
-    lines = [f"Unguided shares (evaluation network, %): {shares}.", "",
+    kid = unguided["quality"]["matched"]["kid"]
+    lines = [f"Unguided ({unguided['num_images']} images): shares (evaluation network, %) "
+             f"{shares}; matched KID {kid:.5f}, the KID ratio's denominator. Its "
+             f"{len(chance)} disjoint parts of {size} images have "
+             f"ratios {', '.join(f'{k / kid:.2f}' for k in chance)}: how far a row's ratio "
+             "moves by chance.", "",
              "| targets | balance | FD eval | FD labeller | matched KID ratio | one-hot share | "
              "untargeted drift (pp) | dh/h step max | dh/h total mean | broken | img/s | meets |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -153,6 +188,8 @@ def main():
     p.add_argument("--num-images", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-real", type=int, default=8192)
+    p.add_argument("--num-unguided", type=int, default=2048,
+                   help="unguided images behind the KID ratio's denominator and the drift")
     p.add_argument("--balance", default="batch,dataset")
     p.add_argument("--rows", default="",
                    help="';'-separated rows, each a '+'-joined list of targets (default: all)")
@@ -160,8 +197,12 @@ def main():
     out = pathlib.Path(a.out)
     rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="")
-    unguided = generate_and_evaluate(out, "unguided", dataclasses.replace(base, method="none"),
-                                     (), a.num_real)
+    # The KID ratio's denominator and the drift's reference from more images than a row has: a
+    # 512-image KID is a noisy estimate (subset_kids says how noisy).
+    unguided = generate_and_evaluate(
+        out, f"unguided_{a.num_unguided}",
+        dataclasses.replace(base, method="none", num_images=a.num_unguided), (), a.num_real)
+    chance = subset_kids(out / f"unguided_{a.num_unguided}", a.num_images, a.num_real)
     results = []
     for balance in a.balance.split(","):
         for targets in rows:
@@ -171,9 +212,9 @@ def main():
             print(json.dumps(row), flush=True)
     (out / "target_matrix.json").write_text(json.dumps(results, indent=2) + "\n")
     made_by = (f"Made by `{PROGRAM} --num-images {a.num_images} --batch-size {a.batch_size} "
-               f"--num-real {a.num_real} --balance {a.balance}"
+               f"--num-real {a.num_real} --num-unguided {a.num_unguided} --balance {a.balance}"
                + (f" --rows \"{a.rows}\"" if a.rows else "") + "`.")
-    lines = table(results, unguided)
+    lines = table(results, unguided, chance, a.num_images)
     grids = [f"![{r['balance']}: {' '.join(r['targets'])}]({r['grid']})"
              for r in results if r.get("grid")]
     write_section(a.doc, "target-matrix", [*lines, "", made_by, "", *grids])
