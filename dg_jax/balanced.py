@@ -160,7 +160,7 @@ class BatchGenerator:
             self.warn(f"warning: {problem}")
         for k, v in jax.device_get(batch_counts).items():
             self.counts[k] = self.counts.get(k, 0) + np.asarray(v, np.int64)
-        problem = self.guard.check_shares(self.counts, self.targets, start + n)
+        problem = self.guard.check_shares(self.counts, self.targets, start + n, self.balance)
         if problem:
             self.warn(f"warning: {problem}")
         lo, hi = self.local_rows

@@ -179,9 +179,11 @@ class QualityGuard:
                             f"({named}): {advice}, or {{guard.on_degenerate}} warn to write them "
                             "anyway")
 
-    def check_shares(self, counts: dict[str, np.ndarray], targets, num_images: int
-                     ) -> str | None:
-        """Targets still far from p_ref after min_images images are out of reach."""
+    def check_shares(self, counts: dict[str, np.ndarray], targets, num_images: int,
+                     balance: str = "dataset") -> str | None:
+        """Targets still far from p_ref after min_images images are out of reach. balance: the
+        run's ("batch": each batch on its own, so dataset-level balance is one more thing to
+        try)."""
         if num_images < self.config.min_images:
             return None
         for t in targets:
@@ -196,6 +198,8 @@ class QualityGuard:
                 return self._report(
                     f"target {t.name} is out of reach: after {num_images} images its shares are "
                     f"{got} % (asked {asked} %); the ADP cannot steer this attribute that far "
-                    "(try a milder target, {guidance.target_weights}, or "
-                    "{guard.on_degenerate} warn)")
+                    "(try a milder target, "
+                    # dataset-level balance asks later batches for what earlier ones missed
+                    + ("{balance} dataset, " if balance == "batch" else "")
+                    + "{guidance.target_weights}, or {guard.on_degenerate} warn)")
         return None

@@ -86,6 +86,10 @@ def test_a_target_still_far_off_after_enough_images_is_out_of_reach():
                                                     256) is None
     with pytest.raises(DegenerateOutputError, match=r"after 320 images its shares are 63/37 %"):
         QualityGuard(GuardConfig()).check_shares({"hair": np.array([202, 118])}, [mirrored], 320)
+    # each batch balanced on its own: dataset-level balance is one more thing to try
+    with pytest.raises(DegenerateOutputError, match=r"try a milder target, balance dataset, "):
+        QualityGuard(GuardConfig()).check_shares({"hair": np.array([202, 118])}, [mirrored], 320,
+                                                 balance="batch")
 
 
 @pytest.mark.parametrize("bad", [dict(on_degenerate="maybe"), dict(max_roughness=float("nan")),
