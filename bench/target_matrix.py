@@ -219,7 +219,9 @@ def main():
              for r in results if r.get("grid")]
     write_section(a.doc, "target-matrix", [*lines, "", made_by, "", *grids])
     print("\n".join(lines))
-    print(f"meets the line: {sum(passes(r) for r in results)} of {len(results)} rows")
+    stops = sum("stopped" in r for r in results)
+    print(f"of {len(results)} rows {sum(passes(r) for r in results)} meet the line, {stops} "
+          f"stopped, {len(results) - stops - sum(passes(r) for r in results)} miss it")
 
 
 if __name__ == "__main__":
