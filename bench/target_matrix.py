@@ -219,9 +219,9 @@ def main():
              for r in results if r.get("grid")]
     write_section(a.doc, "target-matrix", [*lines, "", made_by, "", *grids])
     print("\n".join(lines))
-    stops = sum("stopped" in r for r in results)
-    print(f"of {len(results)} rows {sum(passes(r) for r in results)} meet the line, {stops} "
-          f"stopped, {len(results) - stops - sum(passes(r) for r in results)} miss it")
+    meets, stops = sum(map(passes, results)), sum("stopped" in r for r in results)
+    print(f"of {len(results)} rows {meets} meet the line, {stops} stopped, "
+          f"{len(results) - stops - meets} miss it")
 
 
 if __name__ == "__main__":
