@@ -15,7 +15,7 @@ from dg_jax.guidance.distribution import (
     guide_h,
     step_scale,
 )
-from dg_jax.guidance.posterior import target_posteriors
+from dg_jax.guidance.posterior import commit_draws, drawn_classes, target_posteriors
 from dg_jax.guidance.targets import check_disjoint, make_target, parse_target, preserved_targets
 from dg_jax.models.adp import ADP, ADPConfig
 
@@ -174,8 +174,9 @@ def test_adp_kinds_share_one_interface_and_jit(kind):
     assert ADPConfig.from_dict(configs.to_dict(config)) == config
 
 
+@pytest.mark.parametrize("push", ["posterior", "commit"])
 @pytest.mark.parametrize("specs", [["hair=0,1"], ["hair=1,0", "glasses=0.3,0.7", "skin=0,0,1"]])
-def test_bounded_update_moves_h_by_at_most_the_bound(specs):
+def test_bounded_update_moves_h_by_at_most_the_bound(specs, push):
     """One-hot and three targets at once, at a scale far past the bound: every sample's step is
     at most max_step * ||h_i||, and the reported change is that step."""
     classes = (("hair", 2), ("glasses", 2), ("skin", 3))
@@ -188,15 +189,17 @@ def test_bounded_update_moves_h_by_at_most_the_bound(specs):
     targets = [parse_target(s, dict(classes)) for s in specs]
     h = jax.random.normal(jax.random.key(5), (32, 2, 2, 3))
     norms = np.linalg.norm(np.asarray(h).reshape(32, -1), axis=1)
+    draws = commit_draws(jax.random.split(jax.random.key(6), 32), targets)
+    draws = draws if push == "commit" else None
     for bound in (0.25, 1.0):
-        config = GuidanceConfig(max_step=bound)
-        new, _, change = guide_h(h, predict, targets, config, jnp.float32(1e6))
+        config = GuidanceConfig(max_step=bound, push=push)
+        new, _, change = guide_h(h, predict, targets, config, jnp.float32(1e6), draws=draws)
         moved = np.linalg.norm(np.asarray(new - h).reshape(32, -1), axis=1)
         assert np.all(moved <= bound * norms * (1 + 1e-5))
         np.testing.assert_allclose(change, moved / norms, rtol=1e-4)
         assert moved.max() > 0.9 * bound * norms.max()  # the bound binds at this scale
-    unbounded, _, change = guide_h(h, predict, targets, GuidanceConfig(max_step=None),
-                                   jnp.float32(1e6))
+    unbounded, _, change = guide_h(h, predict, targets, GuidanceConfig(max_step=None, push=push),
+                                   jnp.float32(1e6), draws=draws)
     assert np.asarray(change).min() > 10  # what the bound prevents
 
 
@@ -270,3 +273,52 @@ def test_target_posteriors_meet_the_target_and_keep_what_already_fits():
     per_class = ratio / ratio[:, :1]  # v_k / v_0, the same for every sample
     np.testing.assert_allclose(per_class, np.broadcast_to(per_class[:1], per_class.shape),
                                rtol=1e-3)
+
+
+def test_drawn_classes_follow_each_samples_posterior():
+    pi = jnp.array([[0.2, 0.3, 0.5], [0.0, 0.4, 0.6], [0.0, 1.0, 0.0]])
+    u = jnp.linspace(0.0, 1.0, 1000, endpoint=False)
+    draws = np.stack([np.asarray(drawn_classes(pi, jnp.full(3, v))) for v in u])  # [U, 3, C]
+    assert np.all(draws.sum(-1) == 1)
+    # over uniform u each row's class frequencies are its pi; a class with pi = 0 never comes
+    np.testing.assert_allclose(draws.mean(0), pi, atol=2e-3)
+    np.testing.assert_array_equal(drawn_classes(pi, jnp.array([0.1, 0.1, 0.9])),
+                                  [[1, 0, 0], [0, 1, 0], [0, 1, 0]])
+    # a cumulative sum rounded a hair under u still draws a class the row allows
+    np.testing.assert_array_equal(drawn_classes(jnp.array([[0.7, 0.3 - 1e-7, 0.0]]),
+                                                jnp.array([1.0 - 1e-8])), [[0, 1, 0]])
+
+
+def test_commit_push_sends_ambiguous_samples_to_one_class_and_leaves_fitting_ones():
+    """hair=0.5,0.5 on a batch of confident class-1 samples and ambiguous ones: the confident
+    ones are not moved, the ambiguous ones end near one class each (not at 50/50), and the
+    batch's shares meet the target."""
+    w = jnp.array([[1.0, -1.0]] + [[0.0, 0.0]] * 11)
+
+    def predict(h):
+        return {"hair": h.reshape(h.shape[0], -1) @ w}
+
+    targets = [parse_target("hair=0.5,0.5", NUM_CLASSES)]
+    first = jnp.concatenate([jnp.full(16, -6.0), 0.1 * jax.random.normal(jax.random.key(9), (48,))])
+    # the other entries do not reach the logits; they give h a norm the trust region allows
+    # steps against
+    h = jnp.ones((64, 2, 2, 3)).at[:, 0, 0, 0].set(first)
+    keys = jax.random.split(jax.random.key(10), 64)
+    config = GuidanceConfig(temperature=1.0, push="commit")
+    new = h
+    for _ in range(40):
+        new, _, _ = guide_h(new, predict, targets, config, jnp.float32(0.5),
+                            draws=commit_draws(keys, targets))
+    p = np.asarray(jax.nn.softmax(predict(new)["hair"]))
+    np.testing.assert_allclose(new[:16], h[:16], atol=1e-3)  # already fit: left alone
+    assert np.mean(np.abs(p[16:, 0] - 0.5) > 0.4) > 0.9  # the ambiguous ones commit
+    assert abs(p[:, 0].mean() - 0.5) < 0.1
+    # the posterior push instead leaves the ambiguous ones in between
+    soft = h
+    for _ in range(40):
+        soft, _, _ = guide_h(soft, predict, targets, GuidanceConfig(temperature=1.0),
+                             jnp.float32(0.5))
+    q = np.asarray(jax.nn.softmax(predict(soft)["hair"]))
+    assert np.mean(np.abs(q[16:, 0] - 0.5) > 0.4) < 0.1
+    with pytest.raises(ValueError, match="needs the samples' draws"):
+        guide_h(h, predict, targets, config, jnp.float32(0.5))

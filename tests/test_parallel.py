@@ -1,5 +1,7 @@
 """Data parallel sampling over the virtual CPU devices (conftest: 4) and dataset-level balance."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,19 +35,21 @@ def models():
     return UNet(TINY_UNET, rngs=nnx.Rngs(0)), adp
 
 
-def sampler(models, mesh=None, scope="global"):
+def sampler(models, mesh=None, scope="global", guidance=GUIDANCE):
     unet, adp = models
     return make_sampler(unet, MODEL_CONFIG, SamplerConfig(num_steps=3, eta=0.0),
-                        DistributionGuidance(adp, TARGETS, GUIDANCE, scope), mesh=mesh).jitted()
+                        DistributionGuidance(adp, TARGETS, guidance, scope), mesh=mesh).jitted()
 
 
 def test_there_are_several_devices():
     assert len(jax.devices()) >= 2 and data_mesh().size == len(jax.devices())
 
 
-def test_global_scope_over_devices_matches_one_device(models):
-    single, trace = sampler(models)(KEYS)
-    split, split_trace = sampler(models, mesh=data_mesh())(KEYS)
+@pytest.mark.parametrize("push", ["posterior", "commit"])
+def test_global_scope_over_devices_matches_one_device(models, push):
+    guidance = dataclasses.replace(GUIDANCE, push=push)
+    single, trace = sampler(models, guidance=guidance)(KEYS)
+    split, split_trace = sampler(models, mesh=data_mesh(), guidance=guidance)(KEYS)
     assert len(split.sharding.device_set) == len(jax.devices())
     np.testing.assert_allclose(np.asarray(split), np.asarray(single), atol=1e-4)
     np.testing.assert_allclose(split_trace["p_hat"]["hair"], trace["p_hat"]["hair"], atol=1e-5)

@@ -128,9 +128,12 @@ def test_distribution_guidance_per_prompt_group(loaded):
     targets = [parse_target("a=0.5,0.5", adp.config.num_classes)]
     sampler_config = SamplerConfig(num_steps=3, method="ddim", eta=1.0)
     text = TextConditioning(cfg_scale=2.0, group_size=2)
-    guided = make_sampler(sd.unet, config, sampler_config,
-                          DistributionGuidance(adp, targets, GuidanceConfig(scale=1e4, start_step=0)),
-                          text=text).jitted()
+    def guided_sampler(push):
+        guidance = GuidanceConfig(scale=1e4, start_step=0, push=push)
+        return make_sampler(sd.unet, config, sampler_config,
+                            DistributionGuidance(adp, targets, guidance), text=text).jitted()
+
+    guided = guided_sampler("posterior")
     uncond = sd.encode_prompts([""])[0]
     keys = sample_keys(0, np.arange(4))
     first = sd.encode_prompts(["a cat"] * 2 + ["a dog"] * 2)
@@ -141,6 +144,9 @@ def test_distribution_guidance_per_prompt_group(loaded):
     assert bool(jnp.all(jnp.isfinite(images_1)))
     np.testing.assert_array_equal(images_1[:2], images_2[:2])
     assert not np.allclose(images_1[2:], images_2[2:])
+    committed = guided_sampler("commit")  # each sample's draw travels with its group
+    np.testing.assert_array_equal(committed(keys, context=first, uncond_context=uncond)[0][:2],
+                                  committed(keys, context=second, uncond_context=uncond)[0][:2])
 
     unguided = make_sampler(sd.unet, config, sampler_config, text=text).jitted()
     off = make_sampler(sd.unet, config, sampler_config,

@@ -4,8 +4,9 @@ For a batch of N samples with per-attribute class probabilities from the predict
 p_hat = mean_i softmax(logits_i / tau); the loss sum_targets L(p_hat, p_ref) is differentiated
 w.r.t. h only (through the predictor, never through the UNet) and h' = h - s_t * N * dL/dh (the
 paper; `push="batch"`). By default p_hat takes the predictor's calibrated softmax(logits), each
-sample is pushed towards its own target distribution (guidance/posterior.py), and each sample's
-step is bounded relative to ||h_i|| (`bounded_step`).
+sample is pushed towards its own target distribution (guidance/posterior.py; `push="commit"`:
+towards one class drawn from it), and each sample's step is bounded relative to ||h_i||
+(`bounded_step`).
 
 Why the factor N: p_hat is a mean, so dL/dh_i carries a 1/N. Multiplying it back makes the push
 on each sample depend on how far p_hat is from p_ref, not on the batch size, so one `scale`
@@ -74,10 +75,12 @@ class GuidanceConfig:
     calibrated: bool = option(
         True, "p_hat from the ADP's softmax(logits), the gradient from softmax(logits / tau); "
               "--no-calibrated: both tempered (the original code)")
-    # posterior: samples that already fit are left alone (guidance/posterior.py)
-    push: Literal["posterior", "batch"] = option(
+    # posterior: samples that already fit are left alone; commit: as posterior, but an
+    # ambiguous sample is pushed to one class rather than to the boundary (guidance/posterior.py)
+    push: Literal["posterior", "commit", "batch"] = option(
         "posterior", "posterior: each sample towards its own prediction re-weighted so that the "
-                     "batch meets the target; batch: every sample by the batch loss's gradient "
+                     "batch meets the target; commit: towards one class drawn from that "
+                     "re-weighted prediction; batch: every sample by the batch loss's gradient "
                      "(the paper)", flag="guidance-push")
 
     def __post_init__(self):
@@ -193,15 +196,20 @@ def bounded_step(h: jax.Array, step: jax.Array, max_step: float | None
 
 
 def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config: GuidanceConfig,
-            scale: jax.Array, axis_name: str | None = None, refs: References | None = None
+            scale: jax.Array, axis_name: str | None = None, refs: References | None = None,
+            draws: dict[str, jax.Array] | None = None
             ) -> tuple[jax.Array, dict[str, jax.Array], jax.Array]:
     """One distribution-guidance update of h: [B, ...] -> (h' [B, ...], p_hat before the update,
     relative change ||h'_i - h_i|| / ||h_i|| [B]).
 
     `scale` is s_t (from `step_scale`). With `axis_name` (inside shard_map) p_hat is the global
-    batch's and N the global batch size. `refs` replaces the targets' p_ref. Each sample's step
-    is bounded by config.max_step (`bounded_step`).
+    batch's and N the global batch size. `refs` replaces the targets' p_ref. `draws` (target
+    name -> u [B], `posterior.commit_draws`) are the samples' fixed numbers that push="commit"
+    needs. Each sample's step is bounded by config.max_step (`bounded_step`).
     """
+    if (config.push == "commit") != (draws is not None):
+        raise ValueError("push='commit' needs the samples' draws (posterior.commit_draws), and "
+                         "only it takes them")
     n = h.shape[0] * (jax.lax.psum(1, axis_name) if axis_name else 1)
 
     def loss_of_h(h):
@@ -212,7 +220,7 @@ def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config:
         p_hats = {t.name: batch_distribution(probs, t, axis_name) for t in targets}
         cells = {t.name: cell_probabilities(probs, t.attributes) for t in targets}
         return posterior_loss(cells, targets, refs or default_refs(targets),
-                              target_weights(config), n, axis_name), p_hats
+                              target_weights(config), n, axis_name, draws), p_hats
 
     grad, p_hats = jax.grad(loss_of_h, has_aux=True)(h.astype(jnp.float32))
     step, change = bounded_step(h, scale * n * grad, config.max_step)

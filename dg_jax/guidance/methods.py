@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dg_jax.guidance.distribution import GuidanceConfig, References, guide_h
+from dg_jax.guidance.posterior import commit_draws
 from dg_jax.guidance.sample_level import draw_cells, guide_h_per_sample
 from dg_jax.guidance.targets import Target
 from dg_jax.models.adp import ADP
@@ -83,20 +84,25 @@ class DistributionGuidance:
         """adp: the sampler's (merged) ADP; axis: the mesh's batch axis, if any; group: push
         each run of `group` consecutive samples on its own (prompt groups)."""
         axis = axis if self.scope == "global" else None
+        draws = commit_draws(keys, self.targets) if self.config.push == "commit" else None
 
-        def guide(h, predict, scale, axis):
-            return guide_h(h, predict, self.targets, self.config, scale, axis, refs)
+        def guide(h, predict, scale, axis, draws):
+            return guide_h(h, predict, self.targets, self.config, scale, axis, refs, draws)
 
         def edit(h, t, i):
             predict, scale = _predictor(adp, t, i), scale_at(t, i)
             if group is None:
-                h, p_hat, change = guide(h, predict, scale, axis)
+                h, p_hat, change = guide(h, predict, scale, axis, draws)
             else:  # a group lies on one device: its distribution is its own
                 if h.shape[0] % group:
                     raise ValueError(f"batch {h.shape[0]} is not a whole number of groups of "
                                      f"{group}")
-                grouped = h.reshape(h.shape[0] // group, group, *h.shape[1:])
-                h, p_hat, change = jax.vmap(lambda hg: guide(hg, predict, scale, None))(grouped)
+
+                def by_group(x):
+                    return x.reshape(x.shape[0] // group, group, *x.shape[1:])
+
+                h, p_hat, change = jax.vmap(lambda hg, dg: guide(hg, predict, scale, None, dg))(
+                    by_group(h), jax.tree.map(by_group, draws))
                 h, change = h.reshape(-1, *h.shape[2:]), change.reshape(-1)
             return h, {"p_hat": p_hat, "h_change": change}
 

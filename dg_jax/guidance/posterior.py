@@ -9,6 +9,14 @@ re-weighted by one factor v_k per class, with v chosen so that the batch mean of
 their own prediction as the target allows; ambiguous samples move first; a class the target
 forbids gets v = 0; a target the batch already meets gives pi_i = p_i (no push). The push on
 sample i is then d/dh_i of ||p_i - pi_i||^2, bounded like every update (`bounded_step`).
+
+pi_i is soft: a sample the batch needs half in each class is pushed towards 50/50, i.e. towards
+the boundary between the classes, and ends as an in-between image (glasses half drawn). With
+`draws` each sample instead commits to one class drawn from pi_i by inverse CDF at its own fixed
+uniform number u_i, and is pushed towards that class (one-hot). The draw meets the target in
+expectation (the mean of pi is p_ref); because u_i stays the same at every step, a sample's class
+changes only when its posterior moves across u_i, and a sample that already fits (pi_i one-hot)
+keeps its class whatever u_i.
 """
 
 from __future__ import annotations
@@ -19,6 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from dg_jax.guidance.targets import Target
+
+# Folded into a sample's key for its commit draws (apart from the sampler's noise indices and
+# sample-level guidance's cell draws).
+COMMIT_DRAW_SALT = (1 << 30) + 1 + 4096
 
 # fixed-point iterations for the class weights v (a demanded class that no sample predicts
 # needs a few to grow v by orders of magnitude; 50 leave the batch mean within ~1e-4 of p_ref)
@@ -49,16 +61,39 @@ def target_posteriors(cells: jax.Array, ref: jax.Array, axis_name: str | None = 
     return posteriors(log_v)
 
 
+def commit_draws(keys: jax.Array, targets: Sequence[Target]) -> dict[str, jax.Array]:
+    """keys [B] -> target name -> u [B], uniform in [0, 1): each sample's fixed number for its
+    commit draw (target j uses fold_in(key, salt + j), so it depends only on the sample's key)."""
+    return {t.name: jax.vmap(lambda k, j=j: jax.random.uniform(
+                jax.random.fold_in(k, COMMIT_DRAW_SALT + j)))(keys)
+            for j, t in enumerate(targets)}
+
+
+def drawn_classes(pi: jax.Array, u: jax.Array) -> jax.Array:
+    """pi [B, C] (rows sum to 1), u [B] in [0, 1) -> one-hot [B, C]: row i's class at u_i on
+    its cumulative distribution (a class with pi_ik = 0 is never drawn)."""
+    below = jnp.cumsum(pi, axis=-1) <= u[:, None]
+    # rounding can leave the last cumulative sum a hair under u: clamp to the last class
+    # the row allows
+    last = pi.shape[-1] - 1 - jnp.argmax((pi > 0)[:, ::-1], axis=-1)
+    return jax.nn.one_hot(jnp.minimum(jnp.sum(below, axis=-1), last), pi.shape[-1])
+
+
 def posterior_loss(cells: dict[str, jax.Array], targets: Sequence[Target],
                    refs: dict[str, jax.Array], weights: dict[str, float], batch_size: int,
-                   axis_name: str | None = None) -> jax.Array:
-    """sum over targets and samples of w ||p_i - pi_i||^2 / batch_size, pi_i held constant.
-    cells: target name -> [B, C] per-sample cell probabilities (the values calibrated, the
-    gradient tempered: `class_probabilities`); batch_size: the global batch, so that N * the
-    gradient is each sample's own push, as for the batch loss."""
+                   axis_name: str | None = None, draws: dict[str, jax.Array] | None = None
+                   ) -> jax.Array:
+    """sum over targets and samples of w ||p_i - pi_i||^2 / batch_size, pi_i held constant
+    (with `draws`, target name -> u [B] from `commit_draws`: the one-hot class drawn from pi_i
+    instead of pi_i). cells: target name -> [B, C] per-sample cell probabilities (the values
+    calibrated, the gradient tempered: `class_probabilities`); batch_size: the global batch,
+    so that N * the gradient is each sample's own push, as for the batch loss."""
     total = jnp.float32(0.0)
     for t in targets:
         p = cells[t.name]
-        pi = jax.lax.stop_gradient(target_posteriors(p, refs[t.name], axis_name))
+        pi = target_posteriors(p, refs[t.name], axis_name)
+        if draws is not None:
+            pi = drawn_classes(pi, draws[t.name])
+        pi = jax.lax.stop_gradient(pi)
         total = total + weights.get(t.name, 1.0) * jnp.sum((p - pi) ** 2) / batch_size
     return total
