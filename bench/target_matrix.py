@@ -28,6 +28,7 @@ import dataclasses
 import json
 import pathlib
 import re
+from typing import get_args, get_type_hints
 
 from PIL import Image
 
@@ -39,6 +40,7 @@ from dg_jax.data.images import image_grid
 from dg_jax.evaluation.evaluate import EvaluateConfig, make_featurizer, quality
 from dg_jax.flags import error_line
 from dg_jax.guard import DegenerateOutputError
+from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.loading import load_classifier
 from sample.generate import make_parser
 
@@ -193,10 +195,16 @@ def main():
     p.add_argument("--balance", default="batch,dataset")
     p.add_argument("--rows", default="",
                    help="';'-separated rows, each a '+'-joined list of targets (default: all)")
+    p.add_argument("--guidance-push", default=GuidanceConfig.push,
+                   choices=get_args(get_type_hints(GuidanceConfig)["push"]),
+                   help="the rows' push (default: the library's); another one writes its own "
+                        "section of --doc (use another --out and --images-dir, too)")
     a = p.parse_args()
     out = pathlib.Path(a.out)
     rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="")
+    guided = dataclasses.replace(base, guidance=GuidanceConfig(push=a.guidance_push))
+    default_push = a.guidance_push == GuidanceConfig.push
     # The KID ratio's denominator and the drift's reference from more images than a row has: a
     # 512-image KID is a noisy estimate (subset_kids says how noisy).
     unguided = generate_and_evaluate(
@@ -206,18 +214,21 @@ def main():
     results = []
     for balance in a.balance.split(","):
         for targets in rows:
-            row = measure_row(out, base, targets, balance, a.num_real, unguided)
+            row = measure_row(out, guided, targets, balance, a.num_real, unguided)
             row["grid"] = save_grid(out, row, pathlib.Path(a.images_dir))
             results.append(row)
             print(json.dumps(row), flush=True)
     (out / "target_matrix.json").write_text(json.dumps(results, indent=2) + "\n")
     made_by = (f"Made by `{PROGRAM} --num-images {a.num_images} --batch-size {a.batch_size} "
                f"--num-real {a.num_real} --num-unguided {a.num_unguided} --balance {a.balance}"
-               + (f" --rows \"{a.rows}\"" if a.rows else "") + "`.")
+               + (f" --rows \"{a.rows}\"" if a.rows else "")
+               + ("" if default_push else f" --guidance-push {a.guidance_push} --out {a.out} "
+                  f"--images-dir {a.images_dir}") + "`.")
     lines = table(results, unguided, chance, a.num_images)
     grids = [f"![{r['balance']}: {' '.join(r['targets'])}]({r['grid']})"
              for r in results if r.get("grid")]
-    write_section(a.doc, "target-matrix", [*lines, "", made_by, "", *grids])
+    section = "target-matrix" + ("" if default_push else f"-{a.guidance_push}")
+    write_section(a.doc, section, [*lines, "", made_by, "", *grids])
     print("\n".join(lines))
     meets, stops = sum(map(passes, results)), sum("stopped" in r for r in results)
     print(f"of {len(results)} rows {meets} meet the line, {stops} stopped, "
