@@ -133,10 +133,10 @@ def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
     return {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
 
 
-def error_line(error: Exception, parser: argparse.ArgumentParser) -> str:
-    """One line for a bad-input error; config fields named by their flags."""
+def user_message(error: Exception, parser: argparse.ArgumentParser) -> str:
+    """An error's message with a UserError's config fields named by their flags."""
     if not isinstance(error, UserError):
-        return f"error: {error}"
+        return str(error)
     flags = flag_names(parser)
 
     def flag(field: str) -> str:
@@ -145,7 +145,12 @@ def error_line(error: Exception, parser: argparse.ArgumentParser) -> str:
         ends = [f for dest, f in flags.items() if dest.endswith("." + field)]
         return ends[0] if len(ends) == 1 else field
 
-    return f"error: {error.render(flag)}"
+    return error.render(flag)
+
+
+def error_line(error: Exception, parser: argparse.ArgumentParser) -> str:
+    """One line for a bad-input error; config fields named by their flags."""
+    return f"error: {user_message(error, parser)}"
 
 
 def config_parser(config_cls, doc: str) -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import dataclasses
 import pathlib
 import sys
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -217,9 +218,10 @@ def load_model(config, dtype: str | None = None):
     return unet, model_config, dataclasses.replace(config, sampler=sampler)
 
 
-def run(config: GenerateConfig) -> dict:
+def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> dict:
     """Generates the data set (continuing after the shards already complete) over every device
-    of every host, and returns the manifest."""
+    of every host, and returns the manifest. describe: the text of the quality guard's warnings
+    from their errors (str names config fields; the command line names its flags)."""
     config.validate()
     # Models first: a missing checkpoint must not leave an output directory behind.
     unet, model_config, config = load_model(config, config.dtype)
@@ -238,7 +240,8 @@ def run(config: GenerateConfig) -> dict:
     progress = writer.progress or {}
     generate.counts = {k: np.asarray(v, np.int64) for k, v in progress.get("counts", {}).items()}
     # a resumed run continues the counts and the guard's tallies of the shards written
-    generate.guard = QualityGuard(config.guard, progress.get("quality"), guided=bool(targets))
+    generate.guard = QualityGuard(config.guard, progress.get("quality"), guided=bool(targets),
+                                  describe=describe)
     out = pathlib.Path(config.out)
     if config.png:
         (out / "png").mkdir(exist_ok=True)

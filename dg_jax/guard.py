@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import jax
@@ -127,8 +128,10 @@ class QualityGuard:
     """Keeps the run's counts of checked and broken images; `check_batch` and `check_shares`
     return a one-line problem (or None) and, with on_degenerate "stop", raise it."""
 
-    def __init__(self, config: GuardConfig, previous: dict | None = None, guided: bool = True):
-        self.config, self.guided = config, guided
+    def __init__(self, config: GuardConfig, previous: dict | None = None, guided: bool = True,
+                 describe: Callable[[Exception], str] = str):
+        """describe: a warning's text from its error (the command line names flags)."""
+        self.config, self.guided, self.describe = config, guided, describe
         previous = previous or {}
         self.checked = int(previous.get("checked", 0))
         self.broken = {c: int(previous.get("broken", {}).get(c, 0)) for c in CAUSES}
@@ -150,7 +153,7 @@ class QualityGuard:
         error = DegenerateOutputError(problem)
         if self.config.on_degenerate == "stop":
             raise error
-        return str(error)
+        return self.describe(error)
 
     def add_h_change(self, summary: dict[str, float], n: int) -> None:
         """Adds one batch's `h_change_summary` (n valid images)."""

@@ -30,6 +30,7 @@ from dg_jax.flags import (
     config_parser,
     parse_config,
     run_cli,
+    user_message,
 )
 from dg_jax.generation import GenerateConfig, run
 from dg_jax.run_record import COMMAND_LINE_FIELDS, resumed_config
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
         config, launch = parse_args(argv, parser)
         config.validate()
         join_hosts(launch)
-        manifest = run(config)
+        manifest = run(config, describe=lambda e: user_message(e, parser))
         if jax.process_index() == 0:
             print(json.dumps({k: manifest[k] for k in ("num_images", "shares", "max_deviation",
                                                        "last_run") if k in manifest}, indent=2))

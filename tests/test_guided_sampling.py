@@ -118,10 +118,14 @@ def cli_args(root, out, *extra):
             "--on-degenerate", "warn", *extra]  # a random UNet makes noise
 
 
-def test_generate_cli_with_distribution_guidance(bundles, tmp_path):
+def test_generate_cli_with_distribution_guidance(bundles, tmp_path, capsys):
     args = cli_args(bundles, tmp_path / "g", "--method", "distribution", "--adp",
                     str(bundles / "adp"), "--target", "hair=0.5,0.5", "--push-scale", "3")
     assert generate.main(args) == 0
+    # the random UNet's noise is written with a warning that names the flags to change
+    warning = "".join(capsys.readouterr())
+    assert "images from index 0 are broken" in warning
+    assert "--push-scale or --max-h-step, or --on-degenerate warn" in warning
     run = json.loads((tmp_path / "g" / "run.json").read_text())
     assert run["method"] == "distribution" and run["targets"] == ["hair=0.5,0.5"]
     assert run["guidance"]["scale"] == 3.0
