@@ -104,9 +104,9 @@ def main():
     p.add_argument("--image-images", type=int, default=2048,
                    help="images per image-space row: it takes a UNet backward per step, "
                         "~0.7 img/s on 2 idle CPU cores (2,048 images: ~50 min a row)")
-    p.add_argument("--target-weights", default="hair=2",
-                   help="comma list of TARGET=W loss weights for rows with that target (hair "
-                        "moves about half as far per push as glasses and skin)")
+    p.add_argument("--target-weights", default="",
+                   help="comma list of TARGET=W loss weights for rows with that target "
+                        "(default: none, as the library)")
     p.add_argument("--sweep-scales", default="1000,2000,3000,5000,10000,30000")
     p.add_argument("--sample-sweep-scales", default="300,1000,3000,10000",
                    help="sample-level guidance scales beside the distribution sweep")
