@@ -2,6 +2,8 @@
 
     python -m bench.target_matrix                                 # every row, 512 images, both modes
     python -m bench.target_matrix --num-images 128 --rows "hair=0,1" --balance batch   # a probe
+    python -m bench.target_matrix --guidance-push commit --out runs/target_matrix_commit \
+        --images-dir docs/images/target_matrix_commit       # another push, its own doc section
 
 Rows: each binary attribute (hair, glasses, smile) at uniform, 0.3/0.7 both ways and one-hot both
 ways; skin at uniform, (0.2, 0.3, 0.5) and (0, 0, 1); hair 0.5/0.5 + glasses 0.3/0.7; hair,

@@ -11,7 +11,8 @@ forbids gets v = 0; a target the batch already meets gives pi_i = p_i (no push).
 sample i is then d/dh_i of ||p_i - pi_i||^2, bounded like every update (`bounded_step`).
 
 pi_i is soft: a sample the batch needs half in each class is pushed towards 50/50, i.e. towards
-the boundary between the classes, and ends as an in-between image (glasses half drawn). With
+the boundary between the classes, where it can end as an in-between image (glasses half drawn;
+docs/GUIDANCE.md measures how often). With
 `draws` each sample instead commits to one class drawn from pi_i by inverse CDF at its own fixed
 uniform number u_i, and is pushed towards that class (one-hot). The draw meets the target in
 expectation (the mean of pi is p_ref); because u_i stays the same at every step, a sample's class
@@ -28,8 +29,9 @@ import jax.numpy as jnp
 
 from dg_jax.guidance.targets import Target
 
-# Folded into a sample's key for its commit draws (apart from the sampler's noise indices and
-# sample-level guidance's cell draws).
+# Folded into a sample's key (+ the target's index) for its commit draws: apart from the
+# sampler's noise indices and from sample-level guidance's cell draws ((1 << 30) + 1 + j, for
+# up to 4,096 targets).
 COMMIT_DRAW_SALT = (1 << 30) + 1 + 4096
 
 # fixed-point iterations for the class weights v (a demanded class that no sample predicts
