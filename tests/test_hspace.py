@@ -1,5 +1,6 @@
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -115,6 +116,44 @@ def test_train_adp_on_collected_h(bundles, tmp_path, kind):
     loaded = load_adp(tmp_path / "bundle")
     assert loaded.config == model.config
     assert (loaded.config.timesteps is not None) == (kind == "linear_per_step")
+
+
+def test_worst_direction_is_the_gradient_at_the_length_of_h():
+    from dg_jax.training.adp import worst_direction
+
+    rng = np.random.default_rng(0)
+    h = jnp.asarray(rng.normal(size=(2, 3, 4, 4, 5)) * rng.uniform(1, 5, (2, 3, 1, 1, 1)))
+    grad = jnp.asarray(rng.normal(size=h.shape) * 1e-3)
+    d = np.asarray(worst_direction(grad, h)).reshape(6, -1)
+    h, grad = np.asarray(h).reshape(6, -1), np.asarray(grad).reshape(6, -1)
+    np.testing.assert_allclose(np.linalg.norm(d, axis=1), np.linalg.norm(h, axis=1), rtol=1e-5)
+    cosine = np.sum(d * grad, 1) / np.linalg.norm(d, axis=1) / np.linalg.norm(grad, axis=1)
+    np.testing.assert_allclose(cosine, 1.0, rtol=1e-5)
+
+
+def test_adversarial_fine_tuning_from_a_bundle_and_a_mismatched_start(bundles, tmp_path):
+    from dg_jax.errors import UserError
+    from dg_jax.training.adp import ADPTrainConfig
+    from train.train_adp import run
+
+    root, _ = bundles
+    data = tmp_path / "h"
+    collect(CollectConfig(out=str(data), num_samples=8, batch_size=4, shard_size=8,
+                          model=str(root / "unet"), classifier=str(root / "classifier"),
+                          sampler=SamplerConfig(num_steps=2)))
+    small = dict(data=str(data), features="flatten", hidden=16, time_dim=8, holdout=0.25,
+                 batch_size=4, steps=2, save_every=2)
+    start, _ = run(ADPTrainConfig(workdir=str(tmp_path / "a"), export=str(tmp_path / "start"),
+                                  **small))
+    tuned, report = run(ADPTrainConfig(workdir=str(tmp_path / "b"), adversarial=0.1, seed=1,
+                                       init_from=str(tmp_path / "start"), **small))
+    assert tuned.config == start.config and report["heldout_samples"] == 2
+    moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
+                         nnx.state(tuned, nnx.Param), nnx.state(start, nnx.Param))
+    assert 0 < max(jax.tree.leaves(moved)) < 0.1  # trained on, from the start's weights
+    with pytest.raises(UserError, match="init-from .* is an ADP for"):
+        run(ADPTrainConfig(workdir=str(tmp_path / "c"), init_from=str(tmp_path / "start"),
+                           **{**small, "hidden": 8}))
 
 
 def test_invert_a_tfds_set_labelled_by_its_own_attributes(bundles, tmp_path):

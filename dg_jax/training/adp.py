@@ -27,6 +27,7 @@ from dg_jax.data.hspace import HSpaceSource, read_labels
 from dg_jax.data.shards import read_json
 from dg_jax.errors import UserError
 from dg_jax.evaluation.fairness import class_shares
+from dg_jax.loading import load_adp
 from dg_jax.models.adp import ADP, ADPConfig
 from dg_jax.training import common
 
@@ -57,6 +58,11 @@ class ADPTrainConfig:
         "float16", "the exported bundle's parameters (restored as float32)")
     class_balanced: bool = option(False, "weight classes equally (uncalibrated; see the module "
                                          "doc)")
+    init_from: str = option("", "start from this ADP bundle's weights (same architecture and "
+                                "attributes) instead of a random initialisation")
+    adversarial: float = option(
+        0.0, "also train on h moved by this fraction of ||h|| along the loss's gradient (one "
+             "L2 step per update; 0: off): an ADP that a small change of h cannot fool")
 
 
 def split_indices(n: int, holdout: float) -> tuple[np.ndarray, np.ndarray]:
@@ -111,21 +117,36 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
     ts = jnp.asarray(timesteps, jnp.float32)
 
     model = ADP(adp_config, rngs=nnx.Rngs(config.seed))
+    if config.init_from:
+        model = load_adp(config.init_from)
+        if model.config != adp_config:
+            raise UserError(f"--init-from {config.init_from} is an ADP for {model.config}, not "
+                            f"for this run's {adp_config}")
     graphdef, params = nnx.split(model, nnx.Param)
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate,
                                                   min(100, config.steps // 10), config.steps)
     optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
     state = dict(params=params, opt=optimizer.init(params), step=jnp.zeros((), jnp.int32))
 
-    def loss_fn(params, batch):
-        logits = per_step_logits(graphdef, params, batch["h"], ts)
+    def cross_entropy(params, h, labels):
+        logits = per_step_logits(graphdef, params, h, ts)
         total = 0.0
         for a, _ in attributes:
-            y = jnp.broadcast_to(batch["labels"][a], logits[a].shape[:2])
+            y = jnp.broadcast_to(labels[a], logits[a].shape[:2])
             ce = optax.softmax_cross_entropy_with_integer_labels(logits[a], y)
             w = weights[a][y]
             total = total + jnp.sum(w * ce) / jnp.sum(w)
         return total
+
+    def loss_fn(params, batch):
+        clean = cross_entropy(params, batch["h"], batch["labels"])
+        if not config.adversarial:
+            return clean
+        h = jax.lax.stop_gradient(batch["h"])
+        moved = h + config.adversarial * worst_direction(
+            jax.grad(cross_entropy, argnums=1)(params, h, batch["labels"]), h)
+        return 0.5 * (clean + cross_entropy(params, jax.lax.stop_gradient(moved),
+                                            batch["labels"]))
 
     @jax.jit
     def train_step(state, batch):
@@ -154,6 +175,15 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
                                 dtype=config.export_dtype,
                                 extra={"report": report, "hspace_run": run})
     return model, report
+
+
+def worst_direction(grad: jax.Array, h: jax.Array) -> jax.Array:
+    """grad rescaled, per sample and step, to the length of h: the step that raises the loss
+    most at a size relative to h. grad, h: [B, S, ...]."""
+    axes = tuple(range(2, h.ndim))
+    ratio = jnp.sqrt(jnp.sum(h * h, axes, keepdims=True) /
+                     jnp.maximum(jnp.sum(grad * grad, axes, keepdims=True), 1e-30))
+    return grad * ratio
 
 
 def heldout_accuracy(graphdef, params, source, indices, names, ts, batch: int = 64) -> dict:
