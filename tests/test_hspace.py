@@ -131,6 +131,20 @@ def test_worst_direction_is_the_gradient_at_the_length_of_h():
     np.testing.assert_allclose(cosine, 1.0, rtol=1e-5)
 
 
+def test_adversarial_strengths_per_attribute_and_bad_specs():
+    from dg_jax.errors import UserError
+    from dg_jax.training.adp import adversarial_strengths
+
+    names = ["glasses", "hair", "smile"]
+    assert adversarial_strengths((), names) == {"glasses": 0, "hair": 0, "smile": 0}
+    assert adversarial_strengths(("0.1", "smile=0"), names) == {"glasses": 0.1, "hair": 0.1,
+                                                                "smile": 0.0}
+    assert adversarial_strengths(("hair=0.2",), names) == {"glasses": 0, "hair": 0.2, "smile": 0}
+    for bad in ("-0.1", "nan", "beard=0.1", "hair=x"):
+        with pytest.raises(UserError, match="--adversarial: bad"):
+            adversarial_strengths((bad,), names)
+
+
 def test_adversarial_fine_tuning_from_a_bundle_and_a_mismatched_start(bundles, tmp_path):
     from dg_jax.errors import UserError
     from dg_jax.training.adp import ADPTrainConfig
@@ -145,7 +159,8 @@ def test_adversarial_fine_tuning_from_a_bundle_and_a_mismatched_start(bundles, t
                  batch_size=4, steps=2, save_every=2)
     start, _ = run(ADPTrainConfig(workdir=str(tmp_path / "a"), export=str(tmp_path / "start"),
                                   **small))
-    tuned, report = run(ADPTrainConfig(workdir=str(tmp_path / "b"), adversarial=0.1, seed=1,
+    tuned, report = run(ADPTrainConfig(workdir=str(tmp_path / "b"), seed=1,
+                                       adversarial=("0.1", "smile=0"),
                                        init_from=str(tmp_path / "start"), **small))
     assert tuned.config == start.config and report["heldout_samples"] == 2
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),

@@ -12,6 +12,7 @@ give the accuracy per sampling step and attribute.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from typing import Literal
 
@@ -60,9 +61,11 @@ class ADPTrainConfig:
                                          "doc)")
     init_from: str = option("", "start from this ADP bundle's weights (same architecture and "
                                 "attributes) instead of a random initialisation")
-    adversarial: float = option(
-        0.0, "also train on h moved by this fraction of ||h|| along the loss's gradient (one "
-             "L2 step per update; 0: off): an ADP that a small change of h cannot fool")
+    adversarial: tuple[str, ...] = option(
+        (), "EPS or ATTR=EPS: also train each attribute on h moved by EPS x ||h|| along its own "
+            "loss's gradient (one L2 step per update), so that a small change of h cannot fool "
+            "it; EPS alone sets every attribute, ATTR=EPS one of them; repeatable "
+            "(e.g. --adversarial 0.1 --adversarial smile=0)")
 
 
 def split_indices(n: int, holdout: float) -> tuple[np.ndarray, np.ndarray]:
@@ -128,10 +131,12 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
     optimizer = optax.adamw(schedule, weight_decay=config.weight_decay)
     state = dict(params=params, opt=optimizer.init(params), step=jnp.zeros((), jnp.int32))
 
-    def cross_entropy(params, h, labels):
+    strengths = adversarial_strengths(config.adversarial, [a for a, _ in attributes])
+
+    def cross_entropy(params, h, labels, names):
         logits = per_step_logits(graphdef, params, h, ts)
         total = 0.0
-        for a, _ in attributes:
+        for a in names:
             y = jnp.broadcast_to(labels[a], logits[a].shape[:2])
             ce = optax.softmax_cross_entropy_with_integer_labels(logits[a], y)
             w = weights[a][y]
@@ -139,14 +144,16 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
         return total
 
     def loss_fn(params, batch):
-        clean = cross_entropy(params, batch["h"], batch["labels"])
-        if not config.adversarial:
-            return clean
-        h = jax.lax.stop_gradient(batch["h"])
-        moved = h + config.adversarial * worst_direction(
-            jax.grad(cross_entropy, argnums=1)(params, h, batch["labels"]), h)
-        return 0.5 * (clean + cross_entropy(params, jax.lax.stop_gradient(moved),
-                                            batch["labels"]))
+        h, labels = batch["h"], batch["labels"]
+        plain = [a for a, _ in attributes if not strengths[a]]
+        total = cross_entropy(params, h, labels, plain) if plain else 0.0
+        for a, eps in strengths.items():
+            if eps:  # half on h, half on h moved against this attribute's reading
+                grad = jax.grad(cross_entropy, argnums=1)(params, h, labels, (a,))
+                moved = jax.lax.stop_gradient(h + eps * worst_direction(grad, h))
+                total = total + 0.5 * (cross_entropy(params, h, labels, (a,))
+                                       + cross_entropy(params, moved, labels, (a,)))
+        return total
 
     @jax.jit
     def train_step(state, batch):
@@ -175,6 +182,23 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
                                 dtype=config.export_dtype,
                                 extra={"report": report, "hspace_run": run})
     return model, report
+
+
+def adversarial_strengths(specs, names) -> dict[str, float]:
+    """--adversarial specs ("EPS" for every attribute, "ATTR=EPS" for one; later ones win) ->
+    attribute -> EPS (0: trained on h as it is)."""
+    strengths = dict.fromkeys(names, 0.0)
+    for spec in specs:
+        name, _, value = spec.rpartition("=")
+        try:
+            eps = float(value)
+        except ValueError:
+            eps = math.nan
+        if not (math.isfinite(eps) and eps >= 0) or (name and name not in strengths):
+            raise UserError(f"--adversarial: bad {spec!r}; use EPS or ATTR=EPS with EPS >= 0 and "
+                            f"ATTR one of {', '.join(names)}")
+        strengths.update({name: eps} if name else dict.fromkeys(names, eps))
+    return strengths
 
 
 def worst_direction(grad: jax.Array, h: jax.Array) -> jax.Array:
