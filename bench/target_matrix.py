@@ -4,6 +4,8 @@
     python -m bench.target_matrix --num-images 128 --rows "hair=0,1" --balance batch   # a probe
     python -m bench.target_matrix --guidance-push commit --out runs/target_matrix_commit \
         --images-dir docs/images/target_matrix_commit       # another push, its own doc section
+    python -m bench.target_matrix --adp runs/adp_adv10 --out runs/target_matrix_adv10 \
+        --images-dir docs/images/target_matrix_adv10         # another ADP, its own doc section
 
 Rows: each binary attribute (hair, glasses, smile) at uniform, 0.3/0.7 both ways and one-hot both
 ways; skin at uniform, (0.2, 0.3, 0.5) and (0, 0, 1); hair 0.5/0.5 + glasses 0.3/0.7; hair,
@@ -201,12 +203,16 @@ def main():
                    choices=get_args(get_type_hints(GuidanceConfig)["push"]),
                    help="the rows' push (default: the library's); another one writes its own "
                         "section of --doc (use another --out and --images-dir, too)")
+    p.add_argument("--adp", default="",
+                   help="the rows' ADP bundle (default: the embedded one); another one writes its "
+                        "own section of --doc, as --guidance-push does")
     a = p.parse_args()
     out = pathlib.Path(a.out)
     rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="")
-    guided = dataclasses.replace(base, guidance=GuidanceConfig(push=a.guidance_push))
-    default_push = a.guidance_push == GuidanceConfig.push
+    guided = dataclasses.replace(base, guidance=GuidanceConfig(push=a.guidance_push), adp=a.adp)
+    variant = ([] if a.guidance_push == GuidanceConfig.push else [a.guidance_push]) + (
+        [f"adp-{pathlib.Path(a.adp).name}"] if a.adp else [])
     # The KID ratio's denominator and the drift's reference from more images than a row has: a
     # 512-image KID is a noisy estimate (subset_kids says how noisy).
     unguided = generate_and_evaluate(
@@ -224,12 +230,13 @@ def main():
     made_by = (f"Made by `{PROGRAM} --num-images {a.num_images} --batch-size {a.batch_size} "
                f"--num-real {a.num_real} --num-unguided {a.num_unguided} --balance {a.balance}"
                + (f" --rows \"{a.rows}\"" if a.rows else "")
-               + ("" if default_push else f" --guidance-push {a.guidance_push} --out {a.out} "
-                  f"--images-dir {a.images_dir}") + "`.")
+               + (f" --guidance-push {a.guidance_push}" if a.guidance_push != GuidanceConfig.push
+                  else "") + (f" --adp {a.adp}" if a.adp else "")
+               + (f" --out {a.out} --images-dir {a.images_dir}" if variant else "") + "`.")
     lines = table(results, unguided, chance, a.num_images)
     grids = [f"![{r['balance']}: {' '.join(r['targets'])}]({r['grid']})"
              for r in results if r.get("grid")]
-    section = "target-matrix" + ("" if default_push else f"-{a.guidance_push}")
+    section = "-".join(["target-matrix", *variant])
     write_section(a.doc, section, [*lines, "", made_by, "", *grids])
     print("\n".join(lines))
     meets, stops = sum(map(passes, results)), sum("stopped" in r for r in results)
