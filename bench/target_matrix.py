@@ -4,7 +4,7 @@
     python -m bench.target_matrix --num-images 128 --rows "hair=0,1" --balance batch   # a probe
     python -m bench.target_matrix --guidance-push commit --out runs/target_matrix_commit \
         --images-dir docs/images/target_matrix_commit       # another push, its own doc section
-    python -m bench.target_matrix --adp runs/adp_adv10 --out runs/target_matrix_adv10 \
+    python -m bench.target_matrix --adp runs/adp_adv10_export --out runs/target_matrix_adv10 \
         --images-dir docs/images/target_matrix_adv10         # another ADP, its own doc section
 
 Rows: each binary attribute (hair, glasses, smile) at uniform, 0.3/0.7 both ways and one-hot both
