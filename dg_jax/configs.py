@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 
 from dg_jax.errors import UserError
@@ -39,6 +40,17 @@ def check_choices(config) -> None:
         if typing.get_origin(hints[field.name]) is typing.Literal and value not in allowed:
             raise UserError(f"{{{field.name}}} {value!r} is unknown; use "
                             f"{' or '.join(map(str, allowed))}")
+
+
+def named_value(spec: str) -> tuple[str, float] | None:
+    """A repeatable NAME=VALUE option's spec ("VALUE" alone: name "") -> (name, value), or None
+    when the value is not a finite number >= 0."""
+    name, _, text = spec.rpartition("=")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return (name, value) if math.isfinite(value) and value >= 0 else None
 
 
 def to_dict(config) -> dict:

@@ -133,20 +133,24 @@ def test_worst_direction_is_the_gradient_at_the_length_of_h():
 
 def test_adversarial_strengths_per_attribute_and_bad_specs():
     from dg_jax.errors import UserError
-    from dg_jax.training.adp import adversarial_strengths
+    from dg_jax.flags import config_parser, user_message
+    from dg_jax.training.adp import ADPTrainConfig, adversarial_strengths
 
     names = ["glasses", "hair", "smile"]
     assert adversarial_strengths((), names) == {"glasses": 0, "hair": 0, "smile": 0}
     assert adversarial_strengths(("0.1", "smile=0"), names) == {"glasses": 0.1, "hair": 0.1,
                                                                 "smile": 0.0}
     assert adversarial_strengths(("hair=0.2",), names) == {"glasses": 0, "hair": 0.2, "smile": 0}
+    parser = config_parser(ADPTrainConfig, "")
     for bad in ("-0.1", "nan", "beard=0.1", "hair=x"):
-        with pytest.raises(UserError, match="--adversarial: bad"):
+        with pytest.raises(UserError, match="^adversarial: bad") as error:
             adversarial_strengths((bad,), names)
+        assert user_message(error.value, parser).startswith("--adversarial: bad")
 
 
 def test_adversarial_fine_tuning_from_a_bundle_and_a_mismatched_start(bundles, tmp_path):
     from dg_jax.errors import UserError
+    from dg_jax.flags import config_parser, user_message
     from dg_jax.training.adp import ADPTrainConfig
     from train.train_adp import run
 
@@ -166,9 +170,11 @@ def test_adversarial_fine_tuning_from_a_bundle_and_a_mismatched_start(bundles, t
     moved = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
                          nnx.state(tuned, nnx.Param), nnx.state(start, nnx.Param))
     assert 0 < max(jax.tree.leaves(moved)) < 0.1  # trained on, from the start's weights
-    with pytest.raises(UserError, match="init-from .* is an ADP for"):
+    with pytest.raises(UserError, match="init_from .* is an ADP for") as error:
         run(ADPTrainConfig(workdir=str(tmp_path / "c"), init_from=str(tmp_path / "start"),
                            **{**small, "hidden": 8}))
+    assert " is an ADP for " in user_message(error.value, config_parser(ADPTrainConfig, ""))
+    assert user_message(error.value, config_parser(ADPTrainConfig, "")).startswith("--init-from ")
 
 
 def test_invert_a_tfds_set_labelled_by_its_own_attributes(bundles, tmp_path):

@@ -23,7 +23,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from dg_jax.configs import check_choices, option
+from dg_jax.configs import check_choices, named_value, option
 from dg_jax.errors import UserError
 from dg_jax.guidance.losses import LOSSES, LossName
 from dg_jax.guidance.posterior import posterior_loss
@@ -85,12 +85,8 @@ class GuidanceConfig:
 
     def __post_init__(self):
         for spec in self.target_weights:
-            name, _, value = spec.rpartition("=")
-            try:
-                ok = bool(name) and math.isfinite(float(value)) and float(value) >= 0
-            except ValueError:
-                ok = False
-            if not ok:
+            parsed = named_value(spec)
+            if parsed is None or not parsed[0]:
                 raise UserError(f"{{target_weights}}: bad {spec!r}; use TARGET=WEIGHT, e.g. "
                                 "hair=2")
         check_choices(self)
@@ -108,8 +104,7 @@ class GuidanceConfig:
 
 def target_weights(config: GuidanceConfig) -> dict[str, float]:
     """target name -> loss weight (targets not named: 1)."""
-    return {spec.rpartition("=")[0]: float(spec.rpartition("=")[2])
-            for spec in config.target_weights}
+    return dict(map(named_value, config.target_weights))
 
 
 def class_probabilities(logits: dict[str, jax.Array], temperature: float,

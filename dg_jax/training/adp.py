@@ -12,7 +12,6 @@ give the accuracy per sampling step and attribute.
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
 from typing import Literal
 
@@ -23,7 +22,7 @@ import optax
 from flax import nnx
 
 from dg_jax import checkpoints, configs
-from dg_jax.configs import option
+from dg_jax.configs import named_value, option
 from dg_jax.data.hspace import HSpaceSource, read_labels
 from dg_jax.data.shards import read_json
 from dg_jax.errors import UserError
@@ -123,7 +122,7 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
     if config.init_from:
         model = load_adp(config.init_from)
         if model.config != adp_config:
-            raise UserError(f"--init-from {config.init_from} is an ADP for {model.config}, not "
+            raise UserError(f"{{init_from}} {config.init_from} is an ADP for {model.config}, not "
                             f"for this run's {adp_config}")
     graphdef, params = nnx.split(model, nnx.Param)
     schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate,
@@ -193,14 +192,11 @@ def adversarial_strengths(specs, names) -> dict[str, float]:
     attribute -> EPS (0: trained on h as it is)."""
     strengths = dict.fromkeys(names, 0.0)
     for spec in specs:
-        name, _, value = spec.rpartition("=")
-        try:
-            eps = float(value)
-        except ValueError:
-            eps = math.nan
-        if not (math.isfinite(eps) and eps >= 0) or (name and name not in strengths):
-            raise UserError(f"--adversarial: bad {spec!r}; use EPS or ATTR=EPS with EPS >= 0 and "
-                            f"ATTR one of {', '.join(names)}")
+        parsed = named_value(spec)
+        if parsed is None or (parsed[0] and parsed[0] not in strengths):
+            raise UserError(f"{{adversarial}}: bad {spec!r}; use EPS or ATTR=EPS with EPS >= 0 "
+                            f"and ATTR one of {', '.join(names)}")
+        name, eps = parsed
         strengths.update({name: eps} if name else dict.fromkeys(names, eps))
     return strengths
 
