@@ -150,12 +150,13 @@ def train(config: ADPTrainConfig) -> tuple[ADP, dict]:
         if attacked:
             # One direction for all of them, the one that raises their summed loss most: each
             # attribute's own steepest direction, at the same size, gave up glasses and skin.
-            direction = worst_direction(jax.grad(cross_entropy, argnums=1)(
-                params, h, labels, attacked), h)
-            for a in attacked:  # half on h, half on h moved against the readings
-                moved = jax.lax.stop_gradient(h + strengths[a] * direction)
-                total = total + 0.5 * (cross_entropy(params, h, labels, (a,))
-                                       + cross_entropy(params, moved, labels, (a,)))
+            clean, grad = jax.value_and_grad(cross_entropy, argnums=1)(params, h, labels, attacked)
+            direction = worst_direction(grad, h)
+            total = total + 0.5 * clean  # half on h, half on h moved against the readings
+            for eps in sorted({strengths[a] for a in attacked}):
+                moved = jax.lax.stop_gradient(h + eps * direction)
+                total = total + 0.5 * cross_entropy(
+                    params, moved, labels, [a for a in attacked if strengths[a] == eps])
         return total
 
     @jax.jit
