@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import pathlib
 import re
 from typing import get_args, get_type_hints
@@ -171,8 +172,10 @@ def table(rows: list[dict], unguided: dict, chance: list[float], size: int) -> l
     return lines
 
 
-def save_grid(out: pathlib.Path, row: dict, images_dir: pathlib.Path) -> str | None:
-    """The row's first 32 images as a 4 x 8 grid; its path relative to docs/."""
+def save_grid(out: pathlib.Path, row: dict, images_dir: pathlib.Path,
+              doc_dir: pathlib.Path) -> str | None:
+    """The row's first 32 images as a 4 x 8 grid; its path relative to doc_dir (the doc's
+    folder, where the link to it is written)."""
     run_dir = out / row["balance"] / slug(row["targets"])
     if not (run_dir / "manifest.json").exists():
         return None
@@ -182,7 +185,7 @@ def save_grid(out: pathlib.Path, row: dict, images_dir: pathlib.Path) -> str | N
     path = images_dir / f"{row['balance']}_{slug(row['targets'])}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image_grid(images, 8, scale=2)).save(path, optimize=True)
-    return str(path.relative_to(images_dir.parent.parent))
+    return os.path.relpath(path, doc_dir)
 
 
 def main():
@@ -223,7 +226,8 @@ def main():
     for balance in a.balance.split(","):
         for targets in rows:
             row = measure_row(out, guided, targets, balance, a.num_real, unguided)
-            row["grid"] = save_grid(out, row, pathlib.Path(a.images_dir))
+            row["grid"] = save_grid(out, row, pathlib.Path(a.images_dir),
+                                    pathlib.Path(a.doc).parent)
             results.append(row)
             print(json.dumps(row), flush=True)
     (out / "target_matrix.json").write_text(json.dumps(results, indent=2) + "\n")
