@@ -173,8 +173,8 @@ def test_adversarial_fine_tuning_from_a_bundle_and_a_mismatched_start(bundles, t
     with pytest.raises(UserError, match="init_from .* is an ADP for") as error:
         run(ADPTrainConfig(workdir=str(tmp_path / "c"), init_from=str(tmp_path / "start"),
                            **{**small, "hidden": 8}))
-    assert " is an ADP for " in user_message(error.value, config_parser(ADPTrainConfig, ""))
-    assert user_message(error.value, config_parser(ADPTrainConfig, "")).startswith("--init-from ")
+    message = user_message(error.value, config_parser(ADPTrainConfig, ""))
+    assert message.startswith("--init-from ") and " is an ADP for " in message
 
 
 def test_invert_a_tfds_set_labelled_by_its_own_attributes(bundles, tmp_path):
