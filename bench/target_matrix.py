@@ -23,12 +23,19 @@ largest relative change of h in one step and its mean total over the steps; brok
 quality guard); images/s. A row the guard stopped says why. Runs live under --out and are reused
 (generation resumes, evaluations are cached by bench/results.py's helper); the figures go to
 --out/target_matrix.json and the table and sample grids into docs/GUIDANCE.md.
+
+Each measured row is also kept in --images-dir/rows.json beside its grid (both are committed),
+keyed by everything that made it: the row's generation config, the ADP's weights
+(`checkpoints.params_sha256`), the reference sizes. A rerun takes a row from there when its key
+matches, so the matrix (~5 min a row here) can be measured over several machines or sittings
+without the run folders; rows whose settings or ADP changed are measured again.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -39,14 +46,15 @@ from PIL import Image
 
 from bench.doc_sections import write_section
 from bench.results import base_config, generate_and_evaluate
-from dg_jax import checkpoints
+from dg_jax import checkpoints, configs
 from dg_jax.data.generated import read_generated
 from dg_jax.data.images import image_grid
 from dg_jax.evaluation.evaluate import EvaluateConfig, make_featurizer, quality
 from dg_jax.flags import error_line
+from dg_jax.generation import unguided_statistics, weights_record
 from dg_jax.guard import DegenerateOutputError
 from dg_jax.guidance.distribution import GuidanceConfig
-from dg_jax.loading import load_classifier
+from dg_jax.loading import load_adp, load_classifier
 from sample.generate import make_parser
 
 BINARY = ("hair", "glasses", "smile")
@@ -63,6 +71,9 @@ ROWS = (
 )
 ATTRIBUTES = ("glasses", "hair", "skin", "smile")
 PROGRAM = "python -m bench.target_matrix"
+# Part of every rows.json key: raise it when a column comes to be measured differently, so that
+# rows measured the old way are measured again.
+RECORD_VERSION = 1
 
 
 def slug(targets) -> str:
@@ -80,12 +91,15 @@ def one_hot_share(targets, shares: dict) -> float | None:
     return shares[name][values.index(1.0)]
 
 
-def measure_row(out: pathlib.Path, base, targets, balance: str, num_real: int,
-                unguided: dict) -> dict:
+def row_config(guided, targets, balance: str):
+    return dataclasses.replace(guided, method="distribution", targets=tuple(targets),
+                               balance=balance)
+
+
+def measure_row(out: pathlib.Path, config, num_real: int, unguided: dict) -> dict:
+    targets, balance = list(config.targets), config.balance
     name = f"{balance}/{slug(targets)}"
-    config = dataclasses.replace(base, method="distribution", targets=tuple(targets),
-                                 balance=balance)
-    row = {"targets": list(targets), "balance": balance}
+    row = {"targets": targets, "balance": balance}
     # A stop is a result too: kept, so that a rerun of the bench does not run into it again.
     stopped = out / name / "stopped.txt"
     if stopped.exists():
@@ -102,7 +116,7 @@ def measure_row(out: pathlib.Path, base, targets, balance: str, num_real: int,
     row.update({
         "fd": max(v["fd"] for v in report["fairness"].values()),
         "fd_labeller": max(v["fd"] for v in report["fairness_by_labeller"].values()),
-        "kid_ratio": report["quality"]["matched"]["kid"] / unguided["quality"]["matched"]["kid"],
+        "kid_ratio": report["quality"]["matched"]["kid"] / unguided["kid"],
         "one_hot_share": one_hot_share(targets, report["shares"]),
         "drift": max((abs(g - u) for a in ATTRIBUTES if a not in targeted
                       for g, u in zip(report["shares"][a], unguided["shares"][a])), default=0.0),
@@ -113,6 +127,59 @@ def measure_row(out: pathlib.Path, base, targets, balance: str, num_real: int,
         "shares": {a: report["shares"][a] for a in ATTRIBUTES},
     })
     return row
+
+
+def unguided_reference(out: pathlib.Path, base, num_unguided: int, size: int,
+                       num_real: int) -> dict:
+    """What the rows are measured against: the unguided model's shares and matched KID on
+    num_unguided images, and the KIDs of its disjoint `size`-image parts ("chance")."""
+    report = generate_and_evaluate(
+        out, f"unguided_{num_unguided}",
+        dataclasses.replace(base, method="none", num_images=num_unguided), (), num_real)
+    return {"num_images": report["num_images"], "shares": report["shares"],
+            "kid": report["quality"]["matched"]["kid"],
+            "chance": subset_kids(out / f"unguided_{num_unguided}", size, num_real)}
+
+
+def record_key(**parts) -> str:
+    """A rows.json key: the digest of everything that made a row (configs as dicts, without
+    where their runs live)."""
+    parts = {k: ({n: v for n, v in configs.to_dict(p).items() if n != "out"}
+                 if dataclasses.is_dataclass(p) else p) for k, p in parts.items()}
+    text = json.dumps({**parts, "version": RECORD_VERSION}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class RowRecord:
+    """--images-dir/rows.json: the reference and each row last measured for a (targets,
+    balance), under the key of what made it; rewritten after every row, so an interrupted run
+    keeps what it measured."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+        self.data = (json.loads(path.read_text()) if path.exists()
+                     else {"unguided": None, "rows": []})
+
+    def reference(self, key: str) -> dict | None:
+        found = self.data["unguided"]
+        return found["figures"] if found and found["key"] == key else None
+
+    def row(self, key: str) -> dict | None:
+        return next((r["row"] for r in self.data["rows"] if r["key"] == key), None)
+
+    def keep_reference(self, key: str, figures: dict) -> None:
+        self.data["unguided"] = {"key": key, "figures": figures}
+        self._write()
+
+    def keep_row(self, key: str, row: dict) -> None:
+        self.data["rows"] = [r for r in self.data["rows"]
+                             if (r["row"]["targets"], r["row"]["balance"])
+                             != (row["targets"], row["balance"])] + [{"key": key, "row": row}]
+        self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1) + "\n")
 
 
 def subset_kids(run_dir: pathlib.Path, size: int, num_real: int) -> list[float]:
@@ -146,10 +213,10 @@ def passes(row: dict) -> bool:
             and (one_hot is None or one_hot >= 0.95))
 
 
-def table(rows: list[dict], unguided: dict, chance: list[float], size: int) -> list[str]:
+def table(rows: list[dict], unguided: dict, size: int) -> list[str]:
     shares = " ".join(f"{a} " + "/".join(f"{100 * v:.0f}" for v in unguided["shares"][a])
                       for a in ATTRIBUTES)
-    kid = unguided["quality"]["matched"]["kid"]
+    kid, chance = unguided["kid"], unguided["chance"]
     lines = [f"Unguided ({unguided['num_images']} images): shares (evaluation network, %) "
              f"{shares}; matched KID {kid:.5f}, the KID ratio's denominator. Its "
              f"{len(chance)} disjoint parts of {size} images have "
@@ -172,20 +239,20 @@ def table(rows: list[dict], unguided: dict, chance: list[float], size: int) -> l
     return lines
 
 
-def save_grid(out: pathlib.Path, row: dict, images_dir: pathlib.Path,
-              doc_dir: pathlib.Path) -> str | None:
-    """The row's first 32 images as a 4 x 8 grid; its path relative to doc_dir (the doc's
-    folder, where the link to it is written)."""
+def save_grid(out: pathlib.Path, row: dict, images_dir: pathlib.Path) -> None:
+    """The row's first 32 images as a 4 x 8 grid in images_dir (when its run has images)."""
     run_dir = out / row["balance"] / slug(row["targets"])
     if not (run_dir / "manifest.json").exists():
-        return None
+        return
     images = read_generated(run_dir)["image"][:32]
-    if not len(images):
-        return None
-    path = images_dir / f"{row['balance']}_{slug(row['targets'])}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_grid(images, 8, scale=2)).save(path, optimize=True)
-    return os.path.relpath(path, doc_dir)
+    if len(images):
+        path = grid_path(row, images_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image_grid(images, 8, scale=2)).save(path, optimize=True)
+
+
+def grid_path(row: dict, images_dir: pathlib.Path) -> pathlib.Path:
+    return images_dir / f"{row['balance']}_{slug(row['targets'])}.png"
 
 
 def main():
@@ -216,20 +283,38 @@ def main():
     guided = dataclasses.replace(base, guidance=GuidanceConfig(push=a.guidance_push), adp=a.adp)
     variant = ([] if a.guidance_push == GuidanceConfig.push else [a.guidance_push]) + (
         [f"adp-{pathlib.Path(a.adp).name}"] if a.adp else [])
+    images_dir = pathlib.Path(a.images_dir)
+    record = RowRecord(images_dir / "rows.json")
     # The KID ratio's denominator and the drift's reference from more images than a row has: a
-    # 512-image KID is a noisy estimate (subset_kids says how noisy).
-    unguided = generate_and_evaluate(
-        out, f"unguided_{a.num_unguided}",
-        dataclasses.replace(base, method="none", num_images=a.num_unguided), (), a.num_real)
-    chance = subset_kids(out / f"unguided_{a.num_unguided}", a.num_images, a.num_real)
+    # 512-image KID is a noisy estimate (subset_kids says how noisy). Made only when a row is.
+    sizes = {"num_unguided": a.num_unguided, "size": a.num_images, "num_real": a.num_real}
+    reference_key = record_key(config=base, **sizes)
+    unguided = record.reference(reference_key)
+    adp_path = a.adp or str(checkpoints.EMBEDDED_ADP)
+    report = checkpoints.read_bundle_config(adp_path).get("report", {})
+    weights = weights_record(load_adp(adp_path), unguided_statistics(report))
     results = []
     for balance in a.balance.split(","):
         for targets in rows:
-            row = measure_row(out, guided, targets, balance, a.num_real, unguided)
-            row["grid"] = save_grid(out, row, pathlib.Path(a.images_dir),
-                                    pathlib.Path(a.doc).parent)
+            config = row_config(guided, targets, balance)
+            key = record_key(config=config, weights=weights, reference=reference_key)
+            row = record.row(key)
+            if row is None:
+                if unguided is None:
+                    unguided = unguided_reference(out, base, **sizes)
+                    record.keep_reference(reference_key, unguided)
+                row = measure_row(out, config, a.num_real, unguided)
+                save_grid(out, row, images_dir)
+                record.keep_row(key, row)
+            grid = grid_path(row, images_dir)
+            row = {**row, "grid": (os.path.relpath(grid, pathlib.Path(a.doc).parent)
+                                   if grid.exists() else None)}
             results.append(row)
             print(json.dumps(row), flush=True)
+    if unguided is None:  # every row came from the record; its reference was replaced since
+        unguided = unguided_reference(out, base, **sizes)
+        record.keep_reference(reference_key, unguided)
+    out.mkdir(parents=True, exist_ok=True)  # absent when every row came from the record
     (out / "target_matrix.json").write_text(json.dumps(results, indent=2) + "\n")
     made_by = (f"Made by `{PROGRAM} --num-images {a.num_images} --batch-size {a.batch_size} "
                f"--num-real {a.num_real} --num-unguided {a.num_unguided} --balance {a.balance}"
@@ -237,7 +322,7 @@ def main():
                + (f" --guidance-push {a.guidance_push}" if a.guidance_push != GuidanceConfig.push
                   else "") + (f" --adp {a.adp}" if a.adp else "")
                + (f" --out {a.out} --images-dir {a.images_dir}" if variant else "") + "`.")
-    lines = table(results, unguided, chance, a.num_images)
+    lines = table(results, unguided, a.num_images)
     grids = [f"![{r['balance']}: {' '.join(r['targets'])}]({r['grid']})"
              for r in results if r.get("grid")]
     section = "-".join(["target-matrix", *variant])

@@ -11,6 +11,7 @@ accurate enough for inference.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -18,6 +19,7 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
@@ -100,3 +102,18 @@ def load_params_into(path: str | os.PathLike, model: nnx.Module) -> nnx.Module:
     nnx.replace_by_pure_dict(state, loaded)
     nnx.update(model, state)
     return model
+
+
+def params_sha256(model: nnx.Module, extra: dict | None = None) -> str:
+    """A fingerprint of a module's parameter values (and of `extra`, a JSON-ready dict): the same
+    weights give the same hex digest however they were stored, so a run folder can record which
+    weights made it rather than only where they were loaded from."""
+    digest = hashlib.sha256()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    for path, value in sorted(jax.tree_util.tree_flatten_with_path(params)[0],
+                              key=lambda item: jax.tree_util.keystr(item[0])):
+        array = np.asarray(value, np.float32)
+        digest.update(f"{jax.tree_util.keystr(path)}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps(extra or {}, sort_keys=True).encode())
+    return digest.hexdigest()

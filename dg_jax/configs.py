@@ -53,6 +53,11 @@ def named_value(spec: str) -> tuple[str, float] | None:
     return (name, value) if math.isfinite(value) and value >= 0 else None
 
 
+# The key under which a run record (run.json) holds which weights made the run, beside the
+# config's fields: a fact about the run, not a setting, so a config read from a record skips it.
+WEIGHTS_RECORD = "weights"
+
+
 def to_dict(config) -> dict:
     """A dataclass config as a JSON-ready dict (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(config)))

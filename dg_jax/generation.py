@@ -171,6 +171,14 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
     return adp, targets, unguided
 
 
+def weights_record(adp, unguided: dict) -> dict:
+    """What run.json records of the ADP beside the config: its weights' fingerprint (with the
+    unguided statistics it brings, which --preserve and the guard use). A bundle replaced at the
+    same path (a new embedded ADP with a new dg-jax) must not continue a data set the old one
+    started, which the path alone would allow."""
+    return {"adp_sha256": checkpoints.params_sha256(adp, unguided)}
+
+
 def unguided_statistics(report: dict) -> dict:
     """What an ADP bundle's report knows of its model's unguided output: "label_shares"
     (attribute -> shares) and "sharpness" (median image sharpness, `guard.image_health`), as
@@ -234,6 +242,8 @@ def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> d
     # a rerun may change them (e.g. --on-degenerate warn after a stop).
     wanted.pop("png")
     wanted.pop("guard")
+    if adp is not None:
+        wanted[configs.WEIGHTS_RECORD] = weights_record(adp, unguided)
     generate, row_prompts = make_batch_generator(config, unet, model_config, sd, classifier, adp,
                                                  targets, unguided)
     writer = DatasetWriter(config.out, wanted, config.num_images, config.shard_size)

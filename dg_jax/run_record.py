@@ -36,6 +36,7 @@ def recorded_config(path, given, defaults, keep: tuple[str, ...] = (), refuse_ch
         raise UserError(f"no config file {path}")
     cls = type(given)
     record = read_json(path)
+    record.pop(configs.WEIGHTS_RECORD, None)
     ours = configs.to_dict(given)
     record.update({name: ours[name] for name in keep})
     try:

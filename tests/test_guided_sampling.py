@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import pytest
 from flax import nnx
 from helpers import TINY_CLASSIFIER, TINY_UNET
 
-from dg_jax import configs
+from dg_jax import checkpoints, configs
 from dg_jax.balanced import generate_balanced
 from dg_jax.checkpoints import save_bundle
 from dg_jax.data import read_generated
@@ -130,6 +131,26 @@ def test_generate_cli_with_distribution_guidance(bundles, tmp_path, capsys):
     assert run["method"] == "distribution" and run["targets"] == ["hair=0.5,0.5"]
     assert run["guidance"]["scale"] == 3.0
     assert generate.main(args) == 0  # rerun: same config, nothing to do
+
+
+def test_a_run_records_its_adp_weights_and_refuses_other_weights_at_the_same_path(
+        bundles, adp, tmp_path, capsys):
+    path = tmp_path / "adp"
+    shutil.copytree(bundles / "adp", path)
+    args = cli_args(bundles, tmp_path / "g", "--method", "distribution", "--adp", str(path),
+                    "--target", "hair=0.5,0.5")
+    assert generate.main(args) == 0
+    recorded = json.loads((tmp_path / "g" / "run.json").read_text())["weights"]["adp_sha256"]
+    assert recorded == checkpoints.params_sha256(adp, {})  # the tiny bundle records no report
+    # the record is read back as a config: --resume and --config skip what is not a setting
+    assert generate.main(["--out", str(tmp_path / "g"), "--resume"]) == 0
+    # new weights at the same path must not continue the data set the old ones started
+    shutil.rmtree(path)
+    save_bundle(path, "adp", configs.to_dict(adp.config), ADP(adp.config, rngs=nnx.Rngs(1)))
+    capsys.readouterr()
+    assert generate.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another config (differs in ['weights'])" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("method, target", [("sample", ["--target", "hair=0.5,0.5"]),

@@ -1,0 +1,58 @@
+"""bench/target_matrix.py takes a row from --images-dir/rows.json when everything that made it
+(the row's config, the ADP's weights, the reference sizes) is unchanged, and measures it again
+when any of them changed."""
+
+import json
+import sys
+
+from flax import nnx
+
+from bench import target_matrix
+from dg_jax import checkpoints, configs
+from dg_jax.loading import load_adp
+from dg_jax.models.adp import ADP
+
+UNGUIDED = {"num_images": 4, "shares": {a: [0.5, 0.5] for a in target_matrix.ATTRIBUTES},
+            "kid": 0.01, "chance": [0.01]}
+
+
+def test_rows_are_reused_until_their_settings_or_adp_weights_change(tmp_path, monkeypatch):
+    measured, references = [], []
+
+    def fake_measure_row(out, config, num_real, unguided):
+        measured.append((config.targets, config.balance))
+        return {"targets": list(config.targets), "balance": config.balance,
+                "stopped": "the fake stops every row"}
+
+    def fake_reference(out, base, num_unguided, size, num_real):
+        references.append(size)
+        return UNGUIDED
+
+    monkeypatch.setattr(target_matrix, "measure_row", fake_measure_row)
+    monkeypatch.setattr(target_matrix, "unguided_reference", fake_reference)
+    other_adp = tmp_path / "other_adp"  # the embedded ADP's config, other weights
+    embedded = load_adp()
+    checkpoints.save_bundle(other_adp, "adp", configs.to_dict(embedded.config),
+                            ADP(embedded.config, rngs=nnx.Rngs(1)))
+    doc = tmp_path / "doc.md"
+
+    def bench(*flags):
+        measured.clear(), references.clear()
+        monkeypatch.setattr(sys, "argv", [
+            "target_matrix", "--out", str(tmp_path / "runs"), "--images-dir",
+            str(tmp_path / "images"), "--doc", str(doc), "--balance", "batch",
+            "--rows", "hair=0,1;glasses=uniform", *flags])
+        target_matrix.main()
+
+    bench()
+    rows = [(("hair=0,1",), "batch"), (("glasses=uniform",), "batch")]
+    assert measured == rows and references == [512]
+    bench()  # nothing changed: every row and the reference come from rows.json
+    assert measured == [] and references == []
+    assert "the fake stops every row" in doc.read_text()
+    bench("--adp", str(other_adp))  # other weights: every row again, the same reference
+    assert measured == rows and references == []
+    bench("--num-images", "256")  # other sizes: the reference and every row again
+    assert measured == rows and references == [256]
+    record = json.loads((tmp_path / "images" / "rows.json").read_text())
+    assert len(record["rows"]) == 2  # one entry per (targets, balance): the last measured
