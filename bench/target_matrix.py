@@ -28,7 +28,9 @@ Each measured row is also kept in --images-dir/rows.json beside its grid (both a
 keyed by everything that made it: the row's generation config, the ADP's weights
 (`checkpoints.params_sha256`), the reference sizes. A rerun takes a row from there when its key
 matches, so the matrix (~5 min a row here) can be measured over several machines or sittings
-without the run folders; rows whose settings or ADP changed are measured again.
+without the run folders; rows whose settings or ADP changed are measured again. The section of
+--doc is rewritten after every row measured, naming the rows not measured yet, so an
+interrupted run leaves a doc that agrees with rows.json and the grids.
 """
 
 from __future__ import annotations
@@ -293,44 +295,58 @@ def main():
     adp_path = a.adp or str(checkpoints.EMBEDDED_ADP)
     report = checkpoints.read_bundle_config(adp_path).get("report", {})
     weights = weights_record(load_adp(adp_path), unguided_statistics(report))
-    results = []
-    for balance in a.balance.split(","):
-        for targets in rows:
-            config = row_config(guided, targets, balance)
-            key = record_key(config=config, weights=weights, reference=reference_key)
-            row = record.row(key)
-            if row is None:
-                if unguided is None:
-                    unguided = unguided_reference(out, base, **sizes)
-                    record.keep_reference(reference_key, unguided)
-                row = measure_row(out, config, a.num_real, unguided)
-                save_grid(out, row, images_dir)
-                record.keep_row(key, row)
-            grid = grid_path(row, images_dir)
-            row = {**row, "grid": (os.path.relpath(grid, pathlib.Path(a.doc).parent)
-                                   if grid.exists() else None)}
-            results.append(row)
-            print(json.dumps(row), flush=True)
+    planned = [row_config(guided, targets, balance)
+               for balance in a.balance.split(",") for targets in rows]
+    keys = [record_key(config=c, weights=weights, reference=reference_key) for c in planned]
+    results = [record.row(key) for key in keys]  # None: to be measured
+    for i, config in enumerate(planned):
+        if results[i] is not None:
+            continue
+        if unguided is None:
+            unguided = unguided_reference(out, base, **sizes)
+            record.keep_reference(reference_key, unguided)
+        results[i] = measure_row(out, config, a.num_real, unguided)
+        save_grid(out, results[i], images_dir)
+        record.keep_row(keys[i], results[i])
+        print(json.dumps(results[i]), flush=True)
+        # after every row, so that an interrupted run leaves a doc that matches rows.json
+        publish(a, variant, planned, results, unguided)
     if unguided is None:  # every row came from the record; its reference was replaced since
         unguided = unguided_reference(out, base, **sizes)
         record.keep_reference(reference_key, unguided)
+    lines = publish(a, variant, planned, results, unguided)
     out.mkdir(parents=True, exist_ok=True)  # absent when every row came from the record
     (out / "target_matrix.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n".join(lines))
+    meets, stops = sum(map(passes, results)), sum("stopped" in r for r in results)
+    print(f"of {len(results)} rows {meets} meet the line, {stops} stopped, "
+          f"{len(results) - stops - meets} miss it")
+
+
+def publish(a, variant: list[str], planned: list, results: list[dict | None],
+            unguided: dict) -> list[str]:
+    """Writes the section of --doc: the table of the rows measured so far, the rows still to be
+    measured, the command and the grids. Returns the table's lines."""
+    done = [r for r in results if r is not None]
     made_by = (f"Made by `{PROGRAM} --num-images {a.num_images} --batch-size {a.batch_size} "
                f"--num-real {a.num_real} --num-unguided {a.num_unguided} --balance {a.balance}"
                + (f" --rows \"{a.rows}\"" if a.rows else "")
                + (f" --guidance-push {a.guidance_push}" if a.guidance_push != GuidanceConfig.push
                   else "") + (f" --adp {a.adp}" if a.adp else "")
                + (f" --out {a.out} --images-dir {a.images_dir}" if variant else "") + "`.")
-    lines = table(results, unguided, a.num_images)
-    grids = [f"![{r['balance']}: {' '.join(r['targets'])}]({r['grid']})"
-             for r in results if r.get("grid")]
-    section = "-".join(["target-matrix", *variant])
-    write_section(a.doc, section, [*lines, "", made_by, "", *grids])
-    print("\n".join(lines))
-    meets, stops = sum(map(passes, results)), sum("stopped" in r for r in results)
-    print(f"of {len(results)} rows {meets} meet the line, {stops} stopped, "
-          f"{len(results) - stops - meets} miss it")
+    pending = [f"`{' '.join(c.targets)}` ({c.balance})"
+               for c, r in zip(planned, results) if r is None]
+    if pending:
+        made_by += (f" Not measured yet ({len(pending)} of {len(planned)} rows; the same command "
+                    f"measures them and keeps the rows above): {', '.join(pending)}.")
+    lines = table(done, unguided, a.num_images)
+    images_dir, doc_dir = pathlib.Path(a.images_dir), pathlib.Path(a.doc).parent
+    grids = [f"![{r['balance']}: {' '.join(r['targets'])}]"
+             f"({os.path.relpath(grid_path(r, images_dir), doc_dir)})"
+             for r in done if grid_path(r, images_dir).exists()]
+    write_section(a.doc, "-".join(["target-matrix", *variant]),
+                  [*lines, "", made_by, "", *grids])
+    return lines
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ when any of them changed."""
 import json
 import sys
 
+import pytest
 from flax import nnx
 
 from bench import target_matrix
@@ -56,3 +57,23 @@ def test_rows_are_reused_until_their_settings_or_adp_weights_change(tmp_path, mo
     assert measured == rows and references == [256]
     record = json.loads((tmp_path / "images" / "rows.json").read_text())
     assert len(record["rows"]) == 2  # one entry per (targets, balance): the last measured
+
+
+def test_an_interrupted_bench_leaves_a_doc_of_the_rows_measured(tmp_path, monkeypatch):
+    def measure_one_row_then_stop(out, config, num_real, unguided):
+        if config.targets == ("glasses=uniform",):
+            raise KeyboardInterrupt
+        return {"targets": list(config.targets), "balance": config.balance, "stopped": "fake"}
+
+    monkeypatch.setattr(target_matrix, "measure_row", measure_one_row_then_stop)
+    monkeypatch.setattr(target_matrix, "unguided_reference", lambda *a, **k: UNGUIDED)
+    doc = tmp_path / "doc.md"
+    monkeypatch.setattr(sys, "argv", [
+        "target_matrix", "--out", str(tmp_path / "runs"), "--images-dir",
+        str(tmp_path / "images"), "--doc", str(doc), "--balance", "batch",
+        "--rows", "hair=0,1;glasses=uniform"])
+    with pytest.raises(KeyboardInterrupt):
+        target_matrix.main()
+    text = doc.read_text()
+    assert "| `hair=0,1` | batch | stopped: fake |" in text
+    assert "Not measured yet (1 of 2 rows" in text and "`glasses=uniform` (batch)" in text
