@@ -56,6 +56,26 @@ def test_collect_writes_labelled_h_trajectories_and_resumes(bundles, tmp_path, s
         collect(CollectConfig(**{**config.__dict__, "seed": 1}))
 
 
+def test_a_collection_of_whole_shards_grows_to_more_samples(bundles, tmp_path):
+    """--num-samples raised on a collection whose shards are whole adds the missing samples only,
+    and the result is the larger collection made at once; one with a partial last shard, or a
+    smaller count, is refused."""
+    root, _ = bundles
+    config = CollectConfig(out=str(tmp_path / "h"), num_samples=4, batch_size=2, shard_size=2,
+                           model=str(root / "unet"), classifier=str(root / "classifier"),
+                           sampler=SamplerConfig(num_steps=2))
+    collect(config)
+    grown = CollectConfig(**{**config.__dict__, "num_samples": 7})
+    assert collect(grown)["made_now"] == 3
+    at_once = collect(CollectConfig(**{**grown.__dict__, "out": str(tmp_path / "at_once")}))
+    assert at_once["num_samples"] == 7
+    for a, b in zip(shard_files(tmp_path / "h"), shard_files(tmp_path / "at_once"), strict=True):
+        assert open(a, "rb").read() == open(b, "rb").read()
+    for num_samples in (8, 6):  # 7 left a partial shard; 6 is fewer than it holds
+        with pytest.raises(ConfigMismatchError, match="num_samples"):
+            collect(CollectConfig(**{**config.__dict__, "num_samples": num_samples}))
+
+
 def test_labels_from_a_label_file(bundles, tmp_path):
     """--labels: each sample's labels are the file's row for its index (one-hot probabilities),
     whatever the images look like; a sample missing from the file is an error naming it."""

@@ -105,6 +105,24 @@ def check_output_dir(out: str | os.PathLike, config: dict) -> bool:
     return False
 
 
+def grow_output_dir(out: str | os.PathLike, config: dict, count: str, shard_size: int) -> bool:
+    """Lets OUT grow to config[count] items when it was made with this config but fewer items
+    that fill whole shards: item i depends only on the config and i, so its shards are those the
+    larger run writes, and only run.json's count changes (the missing shards are then filled).
+    True if OUT was grown. Anything else is left to `check_output_dir`."""
+    run_file = epath.Path(out) / "run.json"
+    if not run_file.exists():
+        return False
+    saved = read_json(run_file)
+    held, wanted = saved.get(count), config[count]
+    same = ({k: v for k, v in saved.items() if k not in (count, *LOCATION_FIELDS)}
+            == {k: v for k, v in config.items() if k not in (count, *LOCATION_FIELDS)})
+    if not (same and isinstance(held, int) and held < wanted and held % shard_size == 0):
+        return False
+    write_json_atomic(run_file, {**saved, count: wanted})
+    return True
+
+
 def prepare_output_dir(out: str | os.PathLike, config: dict) -> None:
     """Creates OUT with run.json = config, or checks that an existing OUT has this config."""
     if not check_output_dir(out, config):

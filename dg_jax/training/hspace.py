@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import sys
 from typing import Literal
 
 import jax
@@ -110,6 +111,10 @@ def collect(config: CollectConfig) -> dict:
     # bad --images fail before anything is written
     load_images = images_to_invert(config, unet.config.sample_size) if (
         config.source == "invert") else None
+    # More samples for a collection that holds whole shards: the same samples, and more
+    if shards.grow_output_dir(config.out, wanted, "num_samples", config.shard_size):
+        print(f"{config.out}: growing the collection to {config.num_samples} samples",
+              file=sys.stderr)
     shards.prepare_output_dir(config.out, wanted)
 
     if config.source == "generate":
