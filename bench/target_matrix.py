@@ -53,10 +53,10 @@ from dg_jax.data.generated import read_generated
 from dg_jax.data.images import image_grid
 from dg_jax.evaluation.evaluate import EvaluateConfig, make_featurizer, quality
 from dg_jax.flags import error_line
-from dg_jax.generation import unguided_statistics, weights_record
+from dg_jax.generation import adp_weights
 from dg_jax.guard import DegenerateOutputError
 from dg_jax.guidance.distribution import GuidanceConfig
-from dg_jax.loading import load_adp, load_classifier
+from dg_jax.loading import load_classifier
 from sample.generate import make_parser
 
 BINARY = ("hair", "glasses", "smile")
@@ -292,28 +292,29 @@ def main():
     sizes = {"num_unguided": a.num_unguided, "size": a.num_images, "num_real": a.num_real}
     reference_key = record_key(config=base, **sizes)
     unguided = record.reference(reference_key)
-    adp_path = a.adp or str(checkpoints.EMBEDDED_ADP)
-    report = checkpoints.read_bundle_config(adp_path).get("report", {})
-    weights = weights_record(load_adp(adp_path), unguided_statistics(report))
+    weights = adp_weights(a.adp or str(checkpoints.EMBEDDED_ADP))
     planned = [row_config(guided, targets, balance)
                for balance in a.balance.split(",") for targets in rows]
     keys = [record_key(config=c, weights=weights, reference=reference_key) for c in planned]
     results = [record.row(key) for key in keys]  # None: to be measured
+
+    def kept_reference() -> dict:
+        figures = unguided_reference(out, base, **sizes)
+        record.keep_reference(reference_key, figures)
+        return figures
+
     for i, config in enumerate(planned):
         if results[i] is not None:
             continue
-        if unguided is None:
-            unguided = unguided_reference(out, base, **sizes)
-            record.keep_reference(reference_key, unguided)
+        unguided = unguided or kept_reference()
         results[i] = measure_row(out, config, a.num_real, unguided)
         save_grid(out, results[i], images_dir)
         record.keep_row(keys[i], results[i])
         print(json.dumps(results[i]), flush=True)
         # after every row, so that an interrupted run leaves a doc that matches rows.json
         publish(a, variant, planned, results, unguided)
-    if unguided is None:  # every row came from the record; its reference was replaced since
-        unguided = unguided_reference(out, base, **sizes)
-        record.keep_reference(reference_key, unguided)
+    # every row came from the record, but its reference was replaced since
+    unguided = unguided or kept_reference()
     lines = publish(a, variant, planned, results, unguided)
     out.mkdir(parents=True, exist_ok=True)  # absent when every row came from the record
     (out / "target_matrix.json").write_text(json.dumps(results, indent=2) + "\n")

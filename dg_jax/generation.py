@@ -150,12 +150,8 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
     if config.method == "image":
         num_classes = classifier.num_classes
     else:
-        path = config.adp or checkpoints.EMBEDDED_ADP  # validate(): empty only for the embedded UNet
-        try:
-            adp = load_adp(path)
-            report = checkpoints.read_bundle_config(path).get("report", {})
-        except (ValueError, ImportError) as e:
-            raise UserError(f"cannot load ADP {path}: {template_of(e)}") from None
+        # validate(): empty only for the embedded UNet
+        adp, report = load_adp_bundle(config.adp or checkpoints.EMBEDDED_ADP)
         num_classes = adp.config.num_classes
     targets = [parse_target(spec, num_classes) for spec in config.targets]
     check_disjoint(targets)
@@ -169,6 +165,20 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
         raise UserError(f"{{guidance.target_weights}} for {', '.join(unknown)}, which is not a "
                         f"target (targets: {', '.join(t.name for t in targets)})")
     return adp, targets, unguided
+
+
+def load_adp_bundle(path) -> tuple[object, dict]:
+    """(ADP, its bundle's report) of the bundle at `path`; one that will not load is a UserError."""
+    try:
+        return load_adp(path), checkpoints.read_bundle_config(path).get("report", {})
+    except (ValueError, ImportError) as e:
+        raise UserError(f"cannot load ADP {path}: {template_of(e)}") from None
+
+
+def adp_weights(path) -> dict:
+    """`weights_record` of the ADP bundle at `path`, as a guided run's run.json records it."""
+    adp, report = load_adp_bundle(path)
+    return weights_record(adp, unguided_statistics(report))
 
 
 def weights_record(adp, unguided: dict) -> dict:

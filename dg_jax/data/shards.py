@@ -85,15 +85,19 @@ def read_json(path: str | os.PathLike) -> dict:
 LOCATION_FIELDS = ("out",)
 
 
+def _held(config: dict, ignored: tuple[str, ...] = ()) -> dict:
+    """What a run.json says the folder holds: where it lives (and `ignored`) left out, so that a
+    moved or copied folder resumes."""
+    return {k: v for k, v in config.items() if k not in (*ignored, *LOCATION_FIELDS)}
+
+
 def check_output_dir(out: str | os.PathLike, config: dict) -> bool:
     """True if OUT holds a run with this config, False if OUT is absent or empty; raises if OUT
     holds another config or other files. Reads only (local or any etils.epath path)."""
     out = epath.Path(out)
     run_file = out / "run.json"
     if run_file.exists():
-        # Where a folder lives is not part of what it holds: a moved or copied one resumes.
-        saved, config = ({k: v for k, v in d.items() if k not in LOCATION_FIELDS}
-                         for d in (read_json(run_file), config))
+        saved, config = _held(read_json(run_file)), _held(config)
         if saved != config:
             diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             raise ConfigMismatchError(f"{out} holds data made with another config "
@@ -115,8 +119,7 @@ def grow_output_dir(out: str | os.PathLike, config: dict, count: str, shard_size
         return False
     saved = read_json(run_file)
     held, wanted = saved.get(count), config[count]
-    same = ({k: v for k, v in saved.items() if k not in (count, *LOCATION_FIELDS)}
-            == {k: v for k, v in config.items() if k not in (count, *LOCATION_FIELDS)})
+    same = _held(saved, (count,)) == _held(config, (count,))
     if not (same and isinstance(held, int) and held < wanted and held % shard_size == 0):
         return False
     write_json_atomic(run_file, {**saved, count: wanted})
