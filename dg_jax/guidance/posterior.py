@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from dg_jax.guidance.targets import Target
+from dg_jax.guidance.targets import Target, per_target_keys
 
 # Folded into a sample's key (+ the target's index) for its commit draws: apart from the
 # sampler's noise indices and from sample-level guidance's cell draws ((1 << 30) + 1 + j, for
@@ -66,9 +66,8 @@ def target_posteriors(cells: jax.Array, ref: jax.Array, axis_name: str | None = 
 def commit_draws(keys: jax.Array, targets: Sequence[Target]) -> dict[str, jax.Array]:
     """keys [B] -> target name -> u [B], uniform in [0, 1): each sample's fixed number for its
     commit draw (target j uses fold_in(key, salt + j), so it depends only on the sample's key)."""
-    return {t.name: jax.vmap(lambda k, j=j: jax.random.uniform(
-                jax.random.fold_in(k, COMMIT_DRAW_SALT + j)))(keys)
-            for j, t in enumerate(targets)}
+    return {t.name: jax.vmap(jax.random.uniform)(target_keys)
+            for t, target_keys in zip(targets, per_target_keys(keys, targets, COMMIT_DRAW_SALT))}
 
 
 def drawn_classes(pi: jax.Array, u: jax.Array) -> jax.Array:

@@ -20,7 +20,7 @@ from dg_jax.guidance.distribution import (
     batch_distribution,
     target_weights,
 )
-from dg_jax.guidance.targets import Target
+from dg_jax.guidance.targets import Target, per_target_keys
 
 # Folded into a sample's key to draw its target cells, apart from the sampler's noise indices.
 CELL_DRAW_SALT = (1 << 30) + 1
@@ -32,12 +32,11 @@ def draw_cells(keys: jax.Array, targets: Sequence[Target], refs: References | No
     refs[name]; row-major over the target's attributes). Target j uses fold_in(key, salt + j), so
     it depends only on the sample's key."""
     cells = {}
-    for j, target in enumerate(targets):
+    for target, target_keys in zip(targets, per_target_keys(keys, targets, CELL_DRAW_SALT)):
         ref = jnp.asarray(target.array) if refs is None else refs[target.name]
         logp = jnp.log(ref)  # -inf for forbidden cells: never drawn
-        draw = lambda k, j=j, logp=logp: jax.random.categorical(  # noqa: E731
-            jax.random.fold_in(k, CELL_DRAW_SALT + j), logp)
-        cells[target.name] = jax.vmap(draw)(keys).astype(jnp.int32)
+        cells[target.name] = jax.vmap(lambda k, logp=logp: jax.random.categorical(k, logp))(
+            target_keys).astype(jnp.int32)
     return cells
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import numpy as np
 
 from dg_jax.errors import UserError
@@ -40,6 +41,13 @@ class Target:
 
     def to_spec(self) -> str:
         return f"{self.name}=" + ",".join(f"{p:g}" for p in self.probs)
+
+
+def per_target_keys(keys: jax.Array, targets, salt: int) -> list[jax.Array]:
+    """keys [B] -> per target, keys [B]: target j's are fold_in(key, salt + j), so what a sample
+    draws for a target depends only on the sample's key (and not on the batch it is in)."""
+    return [jax.vmap(lambda k, j=j: jax.random.fold_in(k, salt + j))(keys)
+            for j in range(len(targets))]
 
 
 def make_target(attributes, probs, num_classes: dict[str, int]) -> Target:

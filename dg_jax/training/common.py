@@ -124,6 +124,10 @@ def fit(config, state, train_step: Callable, get_batch: Callable[[np.ndarray], o
         if step >= config.steps:
             break
         state, loss = train_step(state, shard_batch(get_batch(idx), mesh))
+        # The bar follows finished steps, not dispatched ones (which run far ahead and then
+        # stall it at the next log): wait for the step before, so one stays queued at most.
+        if losses:
+            losses[-1].block_until_ready()
         losses.append(loss)
         bar.update(1)
         if (step + 1) % config.log_every == 0:
