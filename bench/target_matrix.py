@@ -313,7 +313,7 @@ def main():
         print(json.dumps(results[i]), flush=True)
         # after every row, so that an interrupted run leaves a doc that matches rows.json
         publish(a, variant, planned, results, unguided)
-    # every row came from the record, but its reference was replaced since
+    # every row came from the record, but the reference did not (it was replaced since)
     unguided = unguided or kept_reference()
     lines = publish(a, variant, planned, results, unguided)
     out.mkdir(parents=True, exist_ok=True)  # absent when every row came from the record
