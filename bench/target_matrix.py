@@ -11,7 +11,8 @@ Rows: each binary attribute (hair, glasses, smile) at uniform, 0.3/0.7 both ways
 ways; skin at uniform, (0.2, 0.3, 0.5) and (0, 0, 1); hair 0.5/0.5 + glasses 0.3/0.7; hair,
 glasses and skin uniform at once; the joint hair x glasses uniform. Every row runs with the
 library's defaults (`GuidanceConfig()`, `GuardConfig()`), batch 64, once with each batch balanced
-on its own (batch) and once with dataset-level balance (dataset).
+on its own (batch-corrected; `--balance batch` measures the paper's uncorrected per-batch
+balance) and once with dataset-level balance (dataset).
 
 Columns: FD by the evaluation network and by the labeller (the worst of the row's targets); the
 matched-KID ratio (KID against real faces with the images' own attribute combinations, over the
@@ -242,15 +243,17 @@ def table(rows: list[dict], unguided: dict, size: int) -> list[str]:
 
 
 def save_grid(out: pathlib.Path, row: dict, images_dir: pathlib.Path) -> None:
-    """The row's first 32 images as a 4 x 8 grid in images_dir (when its run has images)."""
+    """The row's first 32 images as a 4 x 8 grid in images_dir; a run without images (stopped
+    before its first shard) removes the grid an earlier measurement left."""
     run_dir = out / row["balance"] / slug(row["targets"])
-    if not (run_dir / "manifest.json").exists():
+    path = grid_path(row, images_dir)
+    images = (read_generated(run_dir)["image"][:32] if (run_dir / "manifest.json").exists()
+              else [])
+    if not len(images):
+        path.unlink(missing_ok=True)
         return
-    images = read_generated(run_dir)["image"][:32]
-    if len(images):
-        path = grid_path(row, images_dir)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image_grid(images, 8, scale=2)).save(path, optimize=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image_grid(images, 8, scale=2)).save(path, optimize=True)
 
 
 def grid_path(row: dict, images_dir: pathlib.Path) -> pathlib.Path:
@@ -268,7 +271,8 @@ def main():
     p.add_argument("--num-real", type=int, default=8192)
     p.add_argument("--num-unguided", type=int, default=2048,
                    help="unguided images behind the KID ratio's denominator and the drift")
-    p.add_argument("--balance", default="batch,dataset")
+    p.add_argument("--balance", default="dataset,batch-corrected",
+                   help="comma-separated --balance values of sample.generate, each a set of rows")
     p.add_argument("--rows", default="",
                    help="';'-separated rows, each a '+'-joined list of targets (default: all)")
     p.add_argument("--guidance-push", default=GuidanceConfig.push,

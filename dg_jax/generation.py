@@ -20,14 +20,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from dg_jax import checkpoints, configs
-from dg_jax.balance import max_deviation
+from dg_jax.balance import Balance, max_deviation
 from dg_jax.balanced import Batch, BatchGenerator
 from dg_jax.configs import option
 from dg_jax.data import generated
 from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError, nested_at, template_of
-from dg_jax.guard import GuardConfig, QualityGuard
+from dg_jax.guard import GuardConfig, QualityGuard, SharpnessReference
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
 from dg_jax.guidance.targets import (
@@ -81,10 +81,12 @@ class GenerateConfig:
                           "the embedded model: its shipped ADP)", group="guidance")
     guidance: GuidanceConfig = option(GuidanceConfig(), flatten=True, group="guidance")
     png: bool = option(False, "also write OUT/png/<index>.png")
-    balance: Literal["dataset", "batch"] = option(
+    balance: Balance = option(
         "dataset", "dataset: steer each batch to what the images written so far lack, so the "
-                   "whole data set meets the target; batch: each batch to the target on its own "
-                   "(the paper)", group="guidance")
+                   "whole data set meets the target; batch-corrected: each batch to the target "
+                   "on its own, aimed past the ADP's bias that the labels of the batches before "
+                   "show; batch: each batch to the target as the ADP reads it (the paper)",
+        group="guidance")
     distribution_scope: Literal["global", "local"] = option(
         "global", "batch distribution over the global batch (all devices and hosts; one "
                   "all-reduce per step) or each device's own", group="guidance")
@@ -259,6 +261,7 @@ def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> d
     writer = DatasetWriter(config.out, wanted, config.num_images, config.shard_size)
     progress = writer.progress or {}
     generate.counts = {k: np.asarray(v, np.int64) for k, v in progress.get("counts", {}).items()}
+    generate.asked = {k: np.asarray(v, np.float64) for k, v in progress.get("asked", {}).items()}
     # a resumed run continues the counts and the guard's tallies of the shards written
     generate.guard = QualityGuard(config.guard, progress.get("quality"), guided=bool(targets),
                                   describe=describe)
@@ -289,6 +292,7 @@ def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> d
                                                 generate.guard), refresh=False)
             writer.write_part(shard, records)
             writer.commit(shard, {**summarise(generate.counts, targets, hi),
+                                  "asked": {k: v.tolist() for k, v in generate.asked.items()},
                                   "quality": generate.guard.summary()})
     finally:
         bar.close()
@@ -321,7 +325,7 @@ def make_batch_generator(config: GenerateConfig, unet, model_config, sd, classif
         generate = BatchGenerator(sampler, classifier, targets, mesh, seed=config.seed,
                                   batch_size=config.batch_size, balance=config.balance,
                                   guard=QualityGuard(config.guard, guided=bool(targets)),
-                                  reference_sharpness=unguided.get("sharpness"),
+                                  reference=SharpnessReference.of(unguided),
                                   context=context, uncond_context=uncond)
     except ValueError as e:  # e.g. an ADP for another UNet or for other timesteps
         raise UserError(str(e)) from None

@@ -14,6 +14,7 @@ noise has them differ by about the contrast itself.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 from collections.abc import Callable
@@ -60,7 +61,19 @@ class GuardConfig:
     # and the ones it fell short of stayed 6-8 points off (docs/GUIDANCE.md).
     max_unmet: float = option(0.06, "a target whose shares are still farther than this from "
                                     "it after --min-images images is out of reach")
-    min_images: int = option(256, "images written before a target can be judged out of reach")
+    min_images: int = option(256, "images written before a target can be judged out of reach "
+                                  "or the images as losing detail")
+    # Guidance that is too strong for what the ADP can steer wears faces down before it breaks
+    # them: edges fade, faces pale. Each image's sharpness is compared with the unguided
+    # model's images that carry the same labels (glasses and long hair add edges), and the
+    # median over the last min_images images is judged. 0.84: on the embedded model every
+    # target that keeps clean faces stays at 0.875 or above, the unguided model's own images at
+    # 0.97-1.0, and the one target whose faces came out pale and blurred (smile 0.7/0.3,
+    # matched-KID ratio 3.4) at 0.80-0.81 (docs/GUIDANCE.md).
+    min_detail: float = option(
+        0.84, "median sharpness of the last --min-images images over that of the unguided "
+              "model's images with the same labels, below which guidance is wearing the "
+              "images down")
 
     def __post_init__(self):
         check_choices(self)
@@ -116,6 +129,36 @@ def broken_counts(images: jax.Array, probs: dict[str, jax.Array] | None, valid: 
     return counts
 
 
+@dataclasses.dataclass(frozen=True)
+class SharpnessReference:
+    """The unguided model's median image sharpness, and per attribute the median of each class
+    over it (attribute -> factors [K]; none: the labels are not taken into account), as
+    `train.record_unguided` records them in the ADP bundle."""
+
+    median: float
+    by_class: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, unguided: dict) -> SharpnessReference | None:
+        """From an ADP bundle's unguided record (None: it has no sharpness)."""
+        if "sharpness" not in unguided:
+            return None
+        return cls(float(unguided["sharpness"]), {
+            a: tuple(map(float, f)) for a, f in unguided.get("sharpness_by_class", {}).items()})
+
+
+def detail_ratios(images: jax.Array, probs: dict[str, jax.Array],
+                  reference: SharpnessReference) -> jax.Array:
+    """images [B, H, W, C] in [-1, 1], probs: the labeller's -> each image's sharpness over what
+    the unguided model's images with its labels have [B]: the median times each labelled
+    attribute's class factor."""
+    expected = jnp.float32(reference.median)
+    for a, factors in reference.by_class.items():
+        if a in probs:
+            expected = expected * jnp.asarray(factors, jnp.float32)[jnp.argmax(probs[a], -1)]
+    return image_health(images)["sharpness"] / expected
+
+
 def h_change_summary(change: jax.Array, valid: jax.Array) -> dict[str, jax.Array]:
     """change [S, B] (||h' - h|| / ||h|| per step and sample), valid [B] -> the largest change in
     one step, and the mean and largest total over the steps."""
@@ -137,7 +180,11 @@ class QualityGuard:
         self.broken = {c: int(previous.get("broken", {}).get(c, 0)) for c in CAUSES}
         self.h_change = {"step_max": 0.0, "total_max": 0.0, "total_sum": 0.0, "images": 0,
                          **previous.get("h_change_raw", {})}
-        self.warned: set[str] = set()
+        # the last min_images images' `detail_ratios`, kept in the manifest for a resume
+        self.detail = collections.deque(previous.get("detail_recent", []),
+                                        maxlen=config.min_images)
+        self.warned: set[str] = set()  # targets judged out of reach
+        self.detail_warned = False
 
     def summary(self) -> dict:
         """The manifest's "quality" entry."""
@@ -147,7 +194,10 @@ class QualityGuard:
                 "h_change": {"step_max": round(h["step_max"], 4),
                              "total_max": round(h["total_max"], 4),
                              "total_mean": round(h["total_sum"] / max(h["images"], 1), 4)},
-                "h_change_raw": dict(h)}
+                "h_change_raw": dict(h),
+                **({"detail": round(float(np.median(self.detail)), 4),
+                    "detail_recent": [round(float(v), 4) for v in self.detail]}
+                   if self.detail else {})}
 
     def _report(self, problem: str) -> str:
         error = DegenerateOutputError(problem)
@@ -182,11 +232,30 @@ class QualityGuard:
                             f"({named}): {advice}, or {{guard.on_degenerate}} warn to write them "
                             "anyway")
 
+    def check_detail(self, ratios: np.ndarray, num_images: int) -> str | None:
+        """One batch's `detail_ratios` (its valid images; num_images written with them): the
+        images are losing detail when the median over the last min_images is below
+        min_detail."""
+        self.detail.extend(np.asarray(ratios, np.float64).tolist())
+        if (not self.guided or self.detail_warned or num_images < self.config.min_images
+                or not self.detail or len(self.detail) < self.detail.maxlen):
+            return None
+        median = float(np.median(self.detail))
+        if median >= self.config.min_detail:
+            return None
+        self.detail_warned = True
+        return self._report(
+            f"the images are losing detail: after {num_images} images the last "
+            f"{len(self.detail)} are {100 * median:.0f} % as sharp as the unguided model's "
+            f"images with the same labels (line {100 * self.config.min_detail:.0f} %, "
+            "{guard.min_detail}): guidance pushes h too far for this target. Try a milder "
+            "target, a smaller {guidance.scale} or {guidance.max_step}, or "
+            "{guard.on_degenerate} warn to write them anyway")
+
     def check_shares(self, counts: dict[str, np.ndarray], targets, num_images: int,
                      balance: str = "dataset") -> str | None:
         """Targets still far from p_ref after min_images images are out of reach. balance: the
-        run's ("batch": each batch on its own, so dataset-level balance is one more thing to
-        try)."""
+        run's (with a per-batch one, dataset-level balance is one more thing to try)."""
         if num_images < self.config.min_images:
             return None
         for t in targets:
@@ -203,6 +272,6 @@ class QualityGuard:
                     f"{got} % (asked {asked} %); the ADP cannot steer this attribute that far "
                     "(try a milder target, "
                     # dataset-level balance asks later batches for what earlier ones missed
-                    + ("{balance} dataset, " if balance == "batch" else "")
+                    + ("{balance} dataset, " if balance != "dataset" else "")
                     + "{guidance.target_weights}, or {guard.on_degenerate} warn)")
         return None

@@ -3,8 +3,11 @@
     record_unguided(RecordUnguidedConfig(adp="runs/adp/bundle", out="runs/unguided"))
 
 Two things a guided run compares itself with: the unguided label shares (`--preserve` holds
-untargeted attributes there) and the unguided images' median sharpness (the quality guard's
-washed-out check, `dg_jax.guard`). Both go into the bundle's config.json as report["unguided"].
+untargeted attributes there) and the unguided images' sharpness: its median (the quality guard's
+washed-out check, `dg_jax.guard`) and how it differs by class (the guard's loss-of-detail check:
+faces with glasses or long hair have more edges, so a guided run's sharpness is compared with
+the unguided faces that carry the same labels). They go into the bundle's config.json as
+report["unguided"].
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from dg_jax.generation import GenerateConfig, run
 from dg_jax.guard import image_health
 from dg_jax.loading import model_config_option
 
+# Fewer images than this say too little of a class's sharpness: its factor stays 1.
+MIN_CLASS_IMAGES = 20
+
 
 @dataclasses.dataclass(frozen=True)
 class RecordUnguidedConfig:
@@ -45,12 +51,21 @@ class RecordUnguidedConfig:
 def unguided_statistics_of(images: np.ndarray, labels: dict[str, np.ndarray],
                            num_classes: dict[str, int]) -> dict:
     """images uint8 [N, H, W, 3], labels attribute -> [N] -> {"num_images", "label_shares",
-    "sharpness"}."""
-    health = image_health(to_model_range(images))
+    "sharpness", "sharpness_by_class"}: the median sharpness, and per attribute each class's
+    median over it ([K]; 1 for a class with fewer than MIN_CLASS_IMAGES images)."""
+    sharpness = np.asarray(jax.device_get(image_health(to_model_range(images))["sharpness"]))
+    median = float(np.median(sharpness))
+
+    def factor(picked):
+        return round(float(np.median(picked)) / median, 4) if len(picked) >= MIN_CLASS_IMAGES \
+            else 1.0
+
     return {"num_images": len(images),
             "label_shares": {a: class_shares(labels[a], k).round(6).tolist()
                              for a, k in num_classes.items()},
-            "sharpness": round(float(np.median(jax.device_get(health["sharpness"]))), 6)}
+            "sharpness": round(median, 6),
+            "sharpness_by_class": {a: [factor(sharpness[labels[a] == c]) for c in range(k)]
+                                   for a, k in num_classes.items()}}
 
 
 def record_unguided(config: RecordUnguidedConfig) -> dict:

@@ -2,13 +2,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bench.detail_replay import window_medians
 from dg_jax.data import synthfaces
 from dg_jax.data.images import to_model_range
 from dg_jax.guard import (
     DegenerateOutputError,
     GuardConfig,
     QualityGuard,
+    SharpnessReference,
     broken_counts,
+    detail_ratios,
     image_health,
 )
 from dg_jax.guidance.targets import parse_target
@@ -90,6 +93,49 @@ def test_a_target_still_far_off_after_enough_images_is_out_of_reach():
     with pytest.raises(DegenerateOutputError, match=r"try a milder target, balance dataset, "):
         QualityGuard(GuardConfig()).check_shares({"hair": np.array([202, 118])}, [mirrored], 320,
                                                  balance="batch")
+
+
+def test_detail_is_judged_against_unguided_images_with_the_same_labels():
+    real = jnp.asarray(faces(4))
+    sharpness = np.asarray(image_health(real)["sharpness"])
+    glasses = {"glasses": jnp.asarray([[0.1, 0.9], [0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])}
+    # faces with glasses have twice the edges of those without, in the unguided record
+    reference = SharpnessReference.of({"sharpness": 0.05, "sharpness_by_class": {
+        "glasses": [0.8, 1.6]}})
+    expected = 0.05 * np.array([1.6, 0.8, 0.8, 1.6])
+    np.testing.assert_allclose(detail_ratios(real, glasses, reference), sharpness / expected,
+                               rtol=1e-5)
+    # attributes the record has no factors for, or no labels at all: the median alone
+    plain = SharpnessReference.of({"sharpness": 0.05})
+    np.testing.assert_allclose(detail_ratios(real, glasses, plain), sharpness / 0.05, rtol=1e-5)
+    assert SharpnessReference.of({"label_shares": {}}) is None
+
+
+def test_images_losing_detail_stop_once_enough_are_seen_and_resume_with_their_window():
+    guard = QualityGuard(GuardConfig(min_images=128))
+    assert guard.check_detail(np.full(64, 0.7), 64) is None  # too early to tell
+    with pytest.raises(DegenerateOutputError, match=r"the images are losing detail: after 128 "
+                                                    r"images the last 128 are 70 % as sharp") as e:
+        guard.check_detail(np.full(64, 0.7), 128)
+    assert "\n" not in str(e.value)
+    # clean faces pass; the window is the last min_images images, kept for a resume
+    warn = QualityGuard(GuardConfig(min_images=128, on_degenerate="warn"))
+    for start in range(0, 384, 64):
+        warn.check_detail(np.full(64, 0.7 if start < 128 else 0.95), start + 64)
+    assert warn.summary()["detail"] == pytest.approx(0.95)
+    resumed = QualityGuard(GuardConfig(min_images=128), warn.summary())
+    assert resumed.check_detail(np.full(32, 0.6), 416) is None  # 96 of the last 128 at 0.95
+    with pytest.raises(DegenerateOutputError, match="after 480 images the last 128 are 60 %"):
+        resumed.check_detail(np.full(64, 0.6), 480)
+    assert QualityGuard(GuardConfig(), guided=False).check_detail(np.zeros(512), 512) is None
+
+
+def test_replay_reports_the_window_at_each_check_and_where_the_guard_stops():
+    config = GuardConfig(min_images=128)
+    ratios = np.concatenate([np.full(128, 0.95), np.full(64, 0.5), np.full(128, 0.6)])
+    medians, stop = window_medians(ratios, config, 64)
+    assert medians == pytest.approx([0.95, 0.725, 0.55, 0.6]) and stop == 192
+    assert window_medians(np.full(200, 0.9), config, 64) == ([0.9] * 3, None)  # 128, 192, 200
 
 
 @pytest.mark.parametrize("bad", [dict(on_degenerate="maybe"), dict(max_roughness=float("nan")),

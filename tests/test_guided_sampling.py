@@ -6,15 +6,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from helpers import TINY_CLASSIFIER, TINY_UNET
+from helpers import TINY_CLASSIFIER, TINY_UNET, crash_at_shard
 
 from dg_jax import checkpoints, configs
+from dg_jax.balance import corrected_distribution
 from dg_jax.balanced import generate_balanced
 from dg_jax.checkpoints import save_bundle
 from dg_jax.data import read_generated
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.diffusion.schedules import ScheduleConfig
+from dg_jax.generation import run as run_generation
 from dg_jax.guard import GuardConfig
 from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.guidance.methods import DistributionGuidance
@@ -233,3 +235,29 @@ def test_generate_balanced_in_memory_is_the_cli_writers_data_set(bundles, unet, 
     np.testing.assert_array_equal(result.labels["hair"], written["label_hair"])
     manifest = json.loads((tmp_path / "cli" / "manifest.json").read_text())
     np.testing.assert_allclose(result.shares["hair"], manifest["shares"]["hair"])
+
+
+def test_corrected_batches_aim_past_the_bias_and_resume_as_they_went(bundles, tmp_path):
+    def config(out):
+        return generate.parse_args(cli_args(
+            bundles, out, "--method", "distribution", "--adp", str(bundles / "adp"),
+            "--target", "hair=0.5,0.5", "--push-scale", "3", "--balance", "batch-corrected",
+            "--num-images", "12", "--shard-size", "4"))[0]
+
+    whole = run_generation(config(tmp_path / "whole"))
+    # batch 1 is steered to p_ref, each later one past the bias the labels before it show
+    labels = read_generated(tmp_path / "whole")["label_hair"]
+    p_ref, asked = np.array([0.5, 0.5]), np.zeros(2)
+    for start in range(0, 12, 4):
+        counts = np.bincount(labels[:start], minlength=2)
+        asked += 4 * corrected_distribution(asked, counts, p_ref)
+    np.testing.assert_allclose(whole["asked"]["hair"], asked, rtol=1e-6)
+    assert not np.allclose(asked, [6, 6])  # the tiny labeller is biased: the aim moved
+    with crash_at_shard(2):
+        run_generation(config(tmp_path / "resumed"))
+    # the manifest kept what the batches before the crash were steered to
+    resumed = run_generation(config(tmp_path / "resumed"))
+    np.testing.assert_allclose(resumed["asked"]["hair"], asked, rtol=1e-6)
+    np.testing.assert_array_equal(read_generated(tmp_path / "resumed")["image"],
+                                  read_generated(tmp_path / "whole")["image"])
+

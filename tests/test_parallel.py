@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 from helpers import TINY_UNET
 
-from dg_jax.balance import deficit_distribution, max_deviation
+from dg_jax.balance import corrected_distribution, deficit_distribution, max_deviation
 from dg_jax.diffusion.sampler_config import DEFAULT_SAMPLING, SamplerConfig
 from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.diffusion.schedules import ScheduleConfig
@@ -107,6 +107,22 @@ def test_deficit_distribution_unbounded():
     # min_share 0: the raw deficit, clipped at 0
     got = deficit_distribution(np.array([30, 10]), np.array([0.5, 0.5]), 8, min_share=0.0)
     np.testing.assert_allclose(got, [0.0, 1.0])
+
+
+@pytest.mark.parametrize("asked, counts, p_ref, expected", [
+    ([0, 0], [0, 0], [0.3, 0.7], [0.3, 0.7]),  # no batch yet: p_ref
+    ([32, 32], [32, 32], [0.5, 0.5], [0.5, 0.5]),  # came out as steered: p_ref
+    # steered to 50/50 twice, labelled 56/72: aim 4 points past p_ref on class 0 (-> 50/50)
+    ([64, 64], [56, 72], [0.5, 0.5], [0.5625, 0.4375]),
+    # a bias that would take class 1 below half its p_ref: floored there
+    ([32, 32], [8, 56], [0.8, 0.2], [0.9, 0.1]),
+    # a forbidden cell stays at 0; the rest is renormalised
+    ([32, 0, 32], [20, 4, 40], [0.5, 0.0, 0.5], [0.6875 / 1.0625, 0.0, 0.375 / 1.0625]),
+])
+def test_corrected_distribution(asked, counts, p_ref, expected):
+    got = corrected_distribution(np.array(asked), np.array(counts), np.array(p_ref))
+    np.testing.assert_allclose(got, expected, atol=1e-7)
+    assert got.dtype == np.float32 and abs(got.sum() - 1) < 1e-6
 
 
 def test_max_deviation():
