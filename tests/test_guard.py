@@ -15,6 +15,7 @@ from dg_jax.guard import (
     image_health,
 )
 from dg_jax.guidance.targets import parse_target
+from dg_jax.unguided_reference import unguided_statistics_of
 
 
 def faces(n=8):
@@ -109,6 +110,21 @@ def test_detail_is_judged_against_unguided_images_with_the_same_labels():
     plain = SharpnessReference.of({"sharpness": 0.05})
     np.testing.assert_allclose(detail_ratios(real, glasses, plain), sharpness / 0.05, rtol=1e-5)
     assert SharpnessReference.of({"label_shares": {}}) is None
+
+
+def test_the_unguided_record_has_each_class_sharpness_over_the_median():
+    images, _ = synthfaces.generate(40, 5, synthfaces.BIASED_PROBS, size=32)
+    labels = {"hair": np.repeat([0, 1], 20), "glasses": np.repeat([0, 1], [25, 15])}
+    stats = unguided_statistics_of(images, labels, {"hair": 2, "glasses": 2})
+    sharpness = np.asarray(image_health(to_model_range(images))["sharpness"])
+    median = np.median(sharpness)
+    assert stats["sharpness"] == pytest.approx(median, abs=1e-6)
+    np.testing.assert_allclose(stats["sharpness_by_class"]["hair"],
+                               [np.median(sharpness[:20]) / median,
+                                np.median(sharpness[20:]) / median], atol=1e-4)
+    # 15 images say too little of a class: its factor stays 1
+    assert stats["sharpness_by_class"]["glasses"][1] == 1.0
+    assert stats["label_shares"]["glasses"] == pytest.approx([25 / 40, 15 / 40])
 
 
 def test_images_losing_detail_stop_once_enough_are_seen_and_resume_with_their_window():
