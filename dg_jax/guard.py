@@ -67,9 +67,9 @@ class GuardConfig:
     # them: edges fade, faces pale. Each image's sharpness is compared with the unguided
     # model's images that carry the same labels (glasses and long hair add edges), and the
     # median over the last min_images images is judged. 0.84: on the embedded model every
-    # target that keeps clean faces stays at 0.875 or above, the unguided model's own images at
-    # 0.97-1.0, and the one target whose faces came out pale and blurred (smile 0.7/0.3,
-    # matched-KID ratio 3.4) at 0.80-0.81 (docs/GUIDANCE.md).
+    # target that keeps clean faces stays at 0.87 or above, the unguided model's own images at
+    # 0.94-1.0, and the one target whose faces came out pale and blurred (smile 0.7/0.3,
+    # matched-KID ratio 3.1-3.4) at 0.80-0.82 (docs/GUIDANCE.md).
     min_detail: float = option(
         0.84, "median sharpness of the last --min-images images over that of the unguided "
               "model's images with the same labels, below which guidance is wearing the "
