@@ -271,7 +271,9 @@ class QualityGuard:
                     f"target {t.name} is out of reach: after {num_images} images its shares are "
                     f"{got} % (asked {asked} %); the ADP cannot steer this attribute that far "
                     "(try a milder target, "
-                    # dataset-level balance asks later batches for what earlier ones missed
-                    + ("{balance} dataset, " if balance != "dataset" else "")
+                    # dataset-level balance asks later batches for what earlier ones missed;
+                    # a one-hot target's deficit is the target itself, so there it adds nothing
+                    + ("{balance} dataset, " if balance != "dataset" and t.array.max() < 1
+                       else "")
                     + "{guidance.target_weights}, or {guard.on_degenerate} warn)")
         return None

@@ -94,6 +94,9 @@ def test_a_target_still_far_off_after_enough_images_is_out_of_reach():
     with pytest.raises(DegenerateOutputError, match=r"try a milder target, balance dataset, "):
         QualityGuard(GuardConfig()).check_shares({"hair": np.array([202, 118])}, [mirrored], 320,
                                                  balance="batch")
+    # ... but not for a one-hot target, whose deficit is the target itself
+    with pytest.raises(DegenerateOutputError, match=r"try a milder target, guidance\.target_weights"):
+        QualityGuard(GuardConfig()).check_shares(far, [target], 256, balance="batch")
 
 
 def test_detail_is_judged_against_unguided_images_with_the_same_labels():
