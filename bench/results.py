@@ -122,12 +122,8 @@ def main():
     a = p.parse_args()
     out = pathlib.Path(a.out)
     skip = set(filter(None, a.skip.split(",")))
-    # The sweeps show the batch mechanism itself: each batch balanced on its own. The table and
-    # the sweeps compare methods and scales by what they make, broken or not: the quality guard
-    # counts broken images here instead of stopping a row (a baseline or a large scale would
-    # leave a hole in the table); the KID columns grade them.
-    base = dataclasses.replace(base_config(a.num_images, a.batch_size, a.adp),
-                               guard=GuardConfig(on_degenerate="warn"))
+    # The sweeps show the batch mechanism itself: each batch balanced on its own.
+    base = base_config(a.num_images, a.batch_size, a.adp)
     scales = {"sample": a.sample_scale, "image": a.image_scale, "distribution": a.scale,
               "distribution-dataset": a.scale}
     made_by = (f"Made by `{PROGRAM} " + " ".join(
@@ -160,9 +156,13 @@ def main():
 
 
 def base_config(num_images: int, batch_size: int, adp: str) -> GenerateConfig:
-    """What every run of the bench shares (each batch balanced on its own unless a row says)."""
+    """What every run of the bench shares (each batch balanced on its own unless a row says).
+    The benches compare methods and scales by what they make, broken or not: the quality guard
+    counts broken images instead of stopping a run (a baseline or a large scale would leave a
+    hole in a table); the KID columns grade them."""
     return GenerateConfig(num_images=num_images, batch_size=batch_size, adp=adp,
-                          sampler=SamplerConfig(), balance="batch", shard_size=256)
+                          sampler=SamplerConfig(), balance="batch", shard_size=256,
+                          guard=GuardConfig(on_degenerate="warn"))
 
 
 def row_config(base: GenerateConfig, method: str, balance: str, targets, scale: float,
