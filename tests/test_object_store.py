@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from bench import kill_resume
 from dg_jax import checkpoints, configs
 from dg_jax.data.generated import read_generated
 from dg_jax.data.label_file import LabelFile
+from dg_jax.data.shards import read_json, write_json_atomic
 from dg_jax.data.writer import dataset_files
 from dg_jax.loading import load_adp, load_unet
 from dg_jax.models.adp import ADP, ADPConfig
@@ -92,6 +94,31 @@ def test_generate_on_the_store_resumes_after_kill_9(bucket):
     assert kill_resume.digest(out) == kill_resume.digest(ref)
     assert kill_resume.index_check(out, 16) == (0, 0)
     np.testing.assert_array_equal(read_generated(out)["image"], read_generated(ref)["image"])
+
+
+def test_a_reader_never_sees_part_of_a_manifest_on_the_store(tmp_path, monkeypatch):
+    """The fake store writes in place, as some mounts do; a kill mid-write must not leave a
+    truncated manifest, so a reader polling it sees only whole versions."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gs:" / "bucket" / "m").mkdir(parents=True)
+    big = {"files": [f"shard-{i:05d}-part-0-of-1.array_record" for i in range(20000)]}
+    with epath_testing.mock_epath():
+        write_json_atomic("gs://bucket/m/manifest.json", big)
+        done = threading.Event()
+
+        def rewrite():
+            for n in range(30):
+                write_json_atomic("gs://bucket/m/manifest.json", {**big, "n": n})
+            done.set()
+
+        writer = threading.Thread(target=rewrite)
+        writer.start()
+        reads = 0
+        while not done.is_set():
+            assert read_json("gs://bucket/m/manifest.json")["files"] == big["files"]
+            reads += 1
+        writer.join()
+    assert reads > 0 and read_json(tmp_path / "gs:/bucket/m/manifest.json")["n"] == 29
 
 
 def test_a_missing_bucket_path_is_one_line(bucket, capsys):

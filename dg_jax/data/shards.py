@@ -55,16 +55,14 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Writes `data` so that readers see the old file or the new one, never a part: locally via
-    a temporary and a rename; an object store (gs://...) writes an object whole anyway."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    if "://" in str(path):
-        epath.Path(path).write_text(text)
-        return
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Writes `data` so that readers see the old file or the new one, never a part: a temporary
+    beside it, then a rename. The same on an object store (gs://...): there the rename is a copy
+    that lands whole, and a store or mount that writes in place (etils' fake store does) cannot
+    leave a truncated manifest when the process is killed."""
+    path = epath.Path(path)
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def read_json(path: str | os.PathLike) -> dict:
