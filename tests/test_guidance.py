@@ -275,6 +275,20 @@ def test_target_posteriors_meet_the_target_and_keep_what_already_fits():
                                rtol=1e-3)
 
 
+def test_a_posterior_power_sends_samples_to_the_class_they_lean_to():
+    rng = np.random.RandomState(9)
+    cells = jax.nn.softmax(jnp.asarray(rng.randn(256, 3), jnp.float32))
+    ref = jnp.asarray([0.2, 0.3, 0.5])
+    plain = np.asarray(target_posteriors(cells, ref))
+    sharp = np.asarray(target_posteriors(cells, ref, power=6.0))
+    np.testing.assert_allclose(sharp.mean(0), ref, atol=1e-3)  # the batch still meets ref
+    # each sample's target is more decisive, and still on the class the plain target favours
+    assert sharp.max(-1).mean() > plain.max(-1).mean() + 0.2
+    assert np.mean(sharp.argmax(-1) == plain.argmax(-1)) > 0.85
+    with pytest.raises(UserError, match="posterior_power must be > 0"):
+        GuidanceConfig(posterior_power=0.0)
+
+
 def test_drawn_classes_follow_each_samples_posterior():
     pi = jnp.array([[0.2, 0.3, 0.5], [0.0, 0.4, 0.6], [0.0, 1.0, 0.0]])
     u = jnp.linspace(0.0, 1.0, 1000, endpoint=False)

@@ -82,6 +82,11 @@ class GuidanceConfig:
                      "batch meets the target; commit: towards one class drawn from that "
                      "re-weighted prediction; batch: every sample by the batch loss's gradient "
                      "(the paper)", flag="guidance-push")
+    posterior_power: float = option(
+        1.0, "posterior and commit pushes: each sample's target is its prediction raised to "
+             "this power, re-weighted to meet the batch target; above 1 an ambiguous sample is "
+             "sent to the class it leans to rather than to the boundary",
+        flag="posterior-power")
 
     def __post_init__(self):
         for spec in self.target_weights:
@@ -90,10 +95,12 @@ class GuidanceConfig:
                 raise UserError(f"{{target_weights}}: bad {spec!r}; use TARGET=WEIGHT, e.g. "
                                 "hair=2")
         check_choices(self)
-        for name in ("scale", "temperature", "max_step"):
+        for name in ("scale", "temperature", "max_step", "posterior_power"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise UserError(f"{{{name}}} must be finite, got {value}")
+        if self.posterior_power <= 0:
+            raise UserError(f"{{posterior_power}} must be > 0, got {self.posterior_power}")
         if self.temperature <= 0:
             raise UserError(f"{{temperature}} must be > 0, got {self.temperature}")
         if self.scale < 0:
@@ -215,7 +222,8 @@ def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config:
         p_hats = {t.name: batch_distribution(probs, t, axis_name) for t in targets}
         cells = {t.name: cell_probabilities(probs, t.attributes) for t in targets}
         return posterior_loss(cells, targets, refs or default_refs(targets),
-                              target_weights(config), n, axis_name, draws), p_hats
+                              target_weights(config), n, axis_name, draws,
+                              power=config.posterior_power), p_hats
 
     grad, p_hats = jax.grad(loss_of_h, has_aux=True)(h.astype(jnp.float32))
     step, change = bounded_step(h, scale * n * grad, config.max_step)

@@ -40,11 +40,12 @@ ITERATIONS = 50
 
 
 def target_posteriors(cells: jax.Array, ref: jax.Array, axis_name: str | None = None,
-                      iterations: int = ITERATIONS) -> jax.Array:
+                      iterations: int = ITERATIONS, power: float = 1.0) -> jax.Array:
     """cells: each sample's predicted cell distribution [B, C] (calibrated), ref [C] -> pi [B, C],
-    pi_i proportional to cells_i * v with mean_i pi_i = ref over the (global, with axis_name)
-    batch."""
-    log_p = jnp.log(jnp.maximum(cells, 1e-12))
+    pi_i proportional to cells_i ** power * v with mean_i pi_i = ref over the (global, with
+    axis_name) batch. power > 1 sends each sample more decisively to the class it leans to
+    (the batch still meets ref); 1 is the EM prior correction."""
+    log_p = power * jnp.log(jnp.maximum(cells, 1e-12))
     allowed = ref > 0
     log_ref = jnp.log(jnp.where(allowed, ref, 1.0))
 
@@ -82,8 +83,8 @@ def drawn_classes(pi: jax.Array, u: jax.Array) -> jax.Array:
 
 def posterior_loss(cells: dict[str, jax.Array], targets: Sequence[Target],
                    refs: dict[str, jax.Array], weights: dict[str, float], batch_size: int,
-                   axis_name: str | None = None, draws: dict[str, jax.Array] | None = None
-                   ) -> jax.Array:
+                   axis_name: str | None = None, draws: dict[str, jax.Array] | None = None,
+                   power: float = 1.0) -> jax.Array:
     """sum over targets and samples of w ||p_i - pi_i||^2 / batch_size, pi_i held constant
     (with `draws`, target name -> u [B] from `commit_draws`: the one-hot class drawn from pi_i
     instead of pi_i). cells: target name -> [B, C] per-sample cell probabilities (the values
@@ -92,7 +93,7 @@ def posterior_loss(cells: dict[str, jax.Array], targets: Sequence[Target],
     total = jnp.float32(0.0)
     for t in targets:
         p = cells[t.name]
-        pi = target_posteriors(p, refs[t.name], axis_name)
+        pi = target_posteriors(p, refs[t.name], axis_name, power=power)
         if draws is not None:
             pi = drawn_classes(pi, draws[t.name])
         pi = jax.lax.stop_gradient(pi)
