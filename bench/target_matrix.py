@@ -4,6 +4,8 @@
     python -m bench.target_matrix --num-images 128 --rows "hair=0,1" --balance batch   # a probe
     python -m bench.target_matrix --guidance-push commit --out runs/target_matrix_commit \
         --images-dir docs/images/target_matrix_commit       # another push, its own doc section
+    python -m bench.target_matrix --posterior-power 4 --out runs/target_matrix_power4 \
+        --images-dir docs/images/target_matrix_power4       # another posterior power, likewise
     python -m bench.target_matrix --adp runs/adp_adv10_export --out runs/target_matrix_adv10 \
         --images-dir docs/images/target_matrix_adv10         # another ADP, its own doc section
 
@@ -279,6 +281,9 @@ def main():
                    choices=get_args(get_type_hints(GuidanceConfig)["push"]),
                    help="the rows' push (default: the library's); another one writes its own "
                         "section of --doc (use another --out and --images-dir, too)")
+    p.add_argument("--posterior-power", type=float, default=GuidanceConfig.posterior_power,
+                   help="the rows' posterior power (default: the library's); another one writes "
+                        "its own section of --doc, as --guidance-push does")
     p.add_argument("--adp", default="",
                    help="the rows' ADP bundle (default: the embedded one); another one writes its "
                         "own section of --doc, as --guidance-push does")
@@ -286,8 +291,11 @@ def main():
     out = pathlib.Path(a.out)
     rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="")
-    guided = dataclasses.replace(base, guidance=GuidanceConfig(push=a.guidance_push), adp=a.adp)
+    guidance = GuidanceConfig(push=a.guidance_push, posterior_power=a.posterior_power)
+    guided = dataclasses.replace(base, guidance=guidance, adp=a.adp)
     variant = ([] if a.guidance_push == GuidanceConfig.push else [a.guidance_push]) + (
+        [] if a.posterior_power == GuidanceConfig.posterior_power
+        else [f"power-{a.posterior_power:g}"]) + (
         [f"adp-{pathlib.Path(a.adp).name}"] if a.adp else [])
     images_dir = pathlib.Path(a.images_dir)
     record = RowRecord(images_dir / "rows.json")
@@ -337,7 +345,10 @@ def publish(a, variant: list[str], planned: list, results: list[dict | None],
                f"--num-real {a.num_real} --num-unguided {a.num_unguided} --balance {a.balance}"
                + (f" --rows \"{a.rows}\"" if a.rows else "")
                + (f" --guidance-push {a.guidance_push}" if a.guidance_push != GuidanceConfig.push
-                  else "") + (f" --adp {a.adp}" if a.adp else "")
+                  else "")
+               + (f" --posterior-power {a.posterior_power:g}"
+                  if a.posterior_power != GuidanceConfig.posterior_power else "")
+               + (f" --adp {a.adp}" if a.adp else "")
                + (f" --out {a.out} --images-dir {a.images_dir}" if variant else "") + "`.")
     pending = [f"`{' '.join(c.targets)}` ({c.balance})"
                for c, r in zip(planned, results) if r is None]
