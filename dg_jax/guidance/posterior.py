@@ -18,6 +18,10 @@ uniform number u_i, and is pushed towards that class (one-hot). The draw meets t
 expectation (the mean of pi is p_ref); because u_i stays the same at every step, a sample's class
 changes only when its posterior moves across u_i, and a sample that already fits (pi_i one-hot)
 keeps its class whatever u_i.
+
+With `power` G > 1, pi_i is proportional to p_i ** G * v instead: an ambiguous sample is sent to
+the class it leans to rather than to the boundary, and nothing is drawn (docs/GUIDANCE.md
+measures where that helps and where it does not).
 """
 
 from __future__ import annotations
