@@ -24,17 +24,9 @@ from dg_jax import checkpoints
 from dg_jax.data.generated import read_generated
 from dg_jax.evaluation.evaluate import cell_names, make_featurizer, run_targets
 from dg_jax.evaluation.fairness import cell_labels, class_shares, fairness_discrepancy
+from dg_jax.guidance.distribution import cell_probabilities
 from dg_jax.guidance.targets import Target
 from dg_jax.loading import load_classifier
-
-
-def cell_probs(data: dict[str, np.ndarray], target: Target) -> np.ndarray:
-    """The labeller's probabilities of the target's cells [N, prod K] (outer product of the
-    attributes' written probabilities, row-major as `cell_labels`)."""
-    out = data[f"prob_{target.attributes[0]}"]
-    for a in target.attributes[1:]:
-        out = (out[:, :, None] * data[f"prob_{a}"][:, None, :]).reshape(len(out), -1)
-    return out
 
 
 def agreement(data: dict[str, np.ndarray], evaluated: dict[str, np.ndarray],
@@ -45,7 +37,8 @@ def agreement(data: dict[str, np.ndarray], evaluated: dict[str, np.ndarray],
     by_labeller = cell_labels(written, target.attributes, target.num_classes)
     by_evaluator = cell_labels(evaluated, target.attributes, target.num_classes)
     shares = {"labeller": class_shares(by_labeller, cells),
-              "labeller probs": cell_probs(data, target).mean(0),
+              "labeller probs": np.mean(cell_probabilities(
+                  {a: data[f"prob_{a}"] for a in target.attributes}, target.attributes), axis=0),
               "evaluator": class_shares(by_evaluator, cells)}
     cross = np.zeros((cells, cells), np.int64)
     np.add.at(cross, (by_labeller, by_evaluator), 1)
