@@ -65,14 +65,19 @@ def to_dict(config) -> dict:
 
 def to_recorded_dict(config, later_fields: tuple[str, ...]) -> dict:
     """`to_dict`, leaving out the `later_fields` (added after outputs were first written with
-    this config class) while they hold their defaults, so that an output folder recorded before
-    they existed still matches its rerun."""
+    this config class; "guidance.posterior_power" names a field of a nested config) while they
+    hold their defaults, so that an output folder recorded before they existed still matches
+    its rerun."""
     d = to_dict(config)
     for name in later_fields:
-        field = next(f for f in dataclasses.fields(config) if f.name == name)
+        *parents, leaf = name.split(".")
+        owner, record = config, d
+        for parent in parents:
+            owner, record = getattr(owner, parent), record[parent]
+        field = next(f for f in dataclasses.fields(owner) if f.name == leaf)
         default = field.default_factory() if callable(field.default_factory) else field.default
-        if getattr(config, name) == default:
-            d.pop(name)
+        if getattr(owner, leaf) == default:
+            record.pop(leaf)
     return d
 
 

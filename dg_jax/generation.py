@@ -249,7 +249,8 @@ def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> d
     # The labeller; image guidance steers with it too. None for a real model without one.
     classifier = load_labeller(config.text, config.classifier, sd is not None)
     adp, targets, unguided = load_guidance(config, classifier)
-    wanted = configs.to_recorded_dict(config, later_fields=("text", "model_config", "dtype"))
+    wanted = configs.to_recorded_dict(config, later_fields=("text", "model_config", "dtype",
+                                                              "guidance.posterior_power"))
     # Neither writing PNGs as well nor how broken images are handled changes the images, so
     # a rerun may change them (e.g. --on-degenerate warn after a stop).
     wanted.pop("png")

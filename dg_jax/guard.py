@@ -237,8 +237,9 @@ class QualityGuard:
         images are losing detail when the median over the last min_images is below
         min_detail."""
         self.detail.extend(np.asarray(ratios, np.float64).tolist())
-        if (not self.guided or self.detail_warned or num_images < self.config.min_images
-                or not self.detail or len(self.detail) < self.detail.maxlen):
+        # a full window holds min_images valid images, so at least that many were written
+        if (not self.guided or self.detail_warned or not self.detail
+                or len(self.detail) < self.detail.maxlen):
             return None
         median = float(np.median(self.detail))
         if median >= self.config.min_detail:

@@ -19,6 +19,7 @@ from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import ConfigMismatchError, UserError
 from dg_jax.generation import GenerateConfig, load_guidance, run
 from dg_jax.guard import GuardConfig
+from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.unet import UNet
 from sample import generate as cli
@@ -182,6 +183,17 @@ def test_text_to_image_options_are_recorded_only_when_used():
     assert "text" not in configs.to_recorded_dict(GenerateConfig(), ("text",))
     used = GenerateConfig(text=TextToImageConfig(prompts=("a doctor",)))
     assert configs.to_recorded_dict(used, ("text",))["text"]["prompts"] == ["a doctor"]
+
+
+def test_a_later_field_of_a_nested_config_is_recorded_only_when_used():
+    """A run recorded before GuidanceConfig.posterior_power existed resumes at the default
+    power; another power is recorded (and so refused on that folder)."""
+    from dg_jax import configs
+
+    later = ("guidance.posterior_power",)
+    assert "posterior_power" not in configs.to_recorded_dict(GenerateConfig(), later)["guidance"]
+    used = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0))
+    assert configs.to_recorded_dict(used, later)["guidance"]["posterior_power"] == 4.0
 
 
 def test_guard_stops_an_unbounded_huge_push_and_writes_nothing(tmp_path, capsys):
