@@ -7,7 +7,9 @@ Rows: unguided, sample-level (h), image-space (x0_hat + classifier) and distribu
 each single attribute at a uniform target, two attributes at once, and one joint target; FD, KL
 and deviation ratio from the evaluation network, KID/FID against real SynthFaces of the training
 distribution, images/s. Then FD vs batch size (the batch-normalised scale against a fixed
-multiplier tuned at batch 64, as the original code's) and FD vs guidance scale.
+multiplier tuned at batch 64, as the original code's), FD vs guidance scale, and how far each
+group's distribution-guidance row moves with the sampler's seed (--seeds; seed 0 is the table's
+own run).
 Runs live under --out and are reused when rerun (generation resumes; the evaluation of a run
 that did not change is reused). Each part (table, batch, scale) rewrites only its own section
 of --doc, so parts can run at different times. The table keeps the rows of the table it replaces
@@ -23,6 +25,7 @@ import pathlib
 import re
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -112,7 +115,11 @@ def main():
     p.add_argument("--sample-sweep-scales", default="300,1000,3000,10000",
                    help="sample-level guidance scales beside the distribution sweep")
     p.add_argument("--batch-sizes", default="16,32,64,128,256")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: table,batch,scale")
+    p.add_argument("--seeds", default="0,1,2",
+                   help="comma list of sampler seeds for the seeds part: each group's "
+                        "dataset-balanced distribution row is generated and evaluated at each")
+    p.add_argument("--skip", default="",
+                   help="comma list of parts to skip: table,batch,scale,seeds")
     p.add_argument("--groups", default=",".join(SETTINGS),
                    help="comma list of table row groups (default: all); GROUP:M1+M2 gives a "
                         "group its own methods instead of --methods")
@@ -145,7 +152,12 @@ def main():
                                     a.image_images, read_section(a.doc, "results-table"),
                                     made_by),
              "batch": lambda: batch_sweep(out, base, a, results),
-             "scale": lambda: scale_sweep(out, base, a, results)}
+             "scale": lambda: scale_sweep(out, base, a, results),
+             "seeds": lambda: seed_spread(out, base, scales["distribution-dataset"],
+                                          a.num_real, results, list(groups),
+                                          [int(v) for v in a.seeds.split(",")],
+                                          tuple(filter(None, a.target_weights.split(","))),
+                                          read_section(a.doc, "results-seeds"), made_by)}
     for part, make in parts.items():
         if part in skip:
             continue
@@ -227,10 +239,7 @@ def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
         now = {row_key(r, 3): cells(r)[:-1] for r in measured}
         changed = {k[0] for k in now if k[1] == "none" and before.get(k, now[k]) != now[k]}
         stale = [" / ".join(row_key(r, 3)) for r in kept if cells(r)[0] in changed]
-        current = commands([made_by], PROGRAM)
-        earlier = [c for c in commands(previous, PROGRAM) if c not in current]
-        lines += ["Rows this command did not measure are kept from the table before, made by "
-                  + "; ".join(f"`{c}`" for c in earlier) + ".", ""] if earlier else []
+        lines += kept_rows_note(previous, made_by)
         if stale:
             lines += ["Stale (their unguided row changed since): " + ", ".join(stale) + ".", ""]
             print("bench.results: stale kept rows: " + ", ".join(stale), flush=True)
@@ -270,6 +279,56 @@ def group_rows(out, base, scales, num_real, results, group: str, methods: list[s
             f"{quality['matched']['kid']:.4f} | {ratio:.2f} | {matched_ratio:.2f} | "
             f"{speed if speed is not None else '-'} |")
     return lines
+
+
+def seed_spread(out, base, scale: float, num_real: int, results, groups: list[str],
+                seeds: list[int], weights, previous: list[str], made_by: str) -> list[str]:
+    """Each group's dataset-balanced distribution row at each of `seeds` (the sampler's noise;
+    the ADP, the labeller and the real references stay): FD and matched KID ratio per seed, and
+    the FD's mean and spread. A row at base.seed is the table's own run (reused). Rows of groups
+    not measured now are kept from the `previous` section."""
+    lines = ["## How far a row moves with the seed", "",
+             f"The dataset-balanced distribution rows of the table at {base.num_images} images, "
+             "generated again with other sampler seeds (`--seed`), everything else as in the "
+             "table. The matched KID ratio divides by the table's unguided KID (seed "
+             f"{base.seed}). FD std is the sample standard deviation over the seeds.", "",
+             "| targets | seeds | FD per seed | FD mean | FD std | FD max | matched KID ratio "
+             "per seed |", "|---|---|---|---|---|---|---|"]
+    measured = []
+    for group in groups:
+        targets = SETTINGS[group]
+        unguided = generate_and_evaluate(out, "unguided", row_config(
+            base, "none", "batch", (), 0.0), targets, num_real)["quality"]["matched"]["kid"]
+        config = row_config(base, "distribution", "dataset", targets, scale,
+                            weights_for(targets, weights))
+        fds, ratios = [], []
+        for seed in seeds:
+            name = f"distribution-dataset_{group}".replace(" ", "") + (
+                "" if seed == base.seed else f"_seed{seed}")
+            report = generate_and_evaluate(out, name, dataclasses.replace(config, seed=seed),
+                                           targets, num_real)
+            results[f"seeds/{group}/{seed}"] = report
+            fds.append(sum(m["fd"] for m in report["fairness"].values()))
+            ratios.append(report["quality"]["matched"]["kid"] / unguided)
+        std = float(np.std(fds, ddof=1)) if len(fds) > 1 else 0.0
+        measured.append(
+            f"| {group} | {', '.join(map(str, seeds))} | "
+            f"{', '.join(f'{v:.3f}' for v in fds)} | {np.mean(fds):.3f} | {std:.3f} | "
+            f"{max(fds):.3f} | {', '.join(f'{v:.2f}' for v in ratios)} |")
+    group_order = list(SETTINGS)
+    rows, kept = merge_rows(table_rows(previous), measured, 1, lambda key: (
+        group_order.index(key[0]) if key[0] in group_order else len(group_order),))
+    lines += rows + [""]
+    return lines + (kept_rows_note(previous, made_by) if kept else [])
+
+
+def kept_rows_note(previous: list[str], made_by: str) -> list[str]:
+    """The lines that name the commands which made the rows kept from the `previous` section
+    (none if this command made them all)."""
+    current = commands([made_by], PROGRAM)
+    earlier = [c for c in commands(previous, PROGRAM) if c not in current]
+    return ["Rows this command did not measure are kept from the table before, made by "
+            + "; ".join(f"`{c}`" for c in earlier) + ".", ""] if earlier else []
 
 
 def sweep_plot(path, xs, series: dict, xlabel: str, log_x: bool = True) -> None:

@@ -70,3 +70,34 @@ def test_table_keeps_unmeasured_rows_and_flags_stale_ones(tmp_path, monkeypatch)
     text = "\n".join(lines)
     assert f"`{old_command}`" in text
     assert "Stale (their unguided row changed since): glasses / sample / batch." in text
+
+
+def test_seed_spread_reuses_the_tables_run_and_keeps_other_groups(tmp_path, monkeypatch):
+    """The seeds part runs each group's dataset-balanced row at every seed (the table's own run at
+    the base seed), prints FD per seed with its mean and spread, and keeps the rows of groups it
+    did not measure, naming the command that made them."""
+    runs = []
+
+    def fake_generate_and_evaluate(out, name, config, targets, num_real):
+        runs.append((name, config.seed, config.method, config.balance))
+        fd = {0: 0.03, 1: 0.01, 2: 0.02}[config.seed] if config.method != "none" else 0.5
+        return {"fairness": {t: {"fd": fd / len(targets)} for t in targets},
+                "quality": {"matched": {"kid": 0.004 if config.method != "none" else 0.002}}}
+
+    monkeypatch.setattr(results, "generate_and_evaluate", fake_generate_and_evaluate)
+    old_command = "python -m bench.results --groups glasses --seeds 0,1"
+    previous = ["| targets | seeds | FD per seed |", "|---|---|---|",
+                "| glasses | 0, 1 | 0.005, 0.007 |", "| hair + skin | 0 | 0.9 |", "",
+                f"Made by `{old_command}`."]
+    lines = results.seed_spread(tmp_path, results.base_config(64, 64, "adp"), 10000.0, 0, {},
+                                ["hair + skin"], [0, 1, 2], (), previous,
+                                "Made by `python -m bench.results --seeds 0,1,2`.")
+    guided = [r for r in runs if r[2] != "none"]
+    assert guided == [("distribution-dataset_hair+skin", 0, "distribution", "dataset"),
+                      ("distribution-dataset_hair+skin_seed1", 1, "distribution", "dataset"),
+                      ("distribution-dataset_hair+skin_seed2", 2, "distribution", "dataset")]
+    body = table_rows(lines)
+    assert [cells(r)[0] for r in body] == ["glasses", "hair + skin"]  # the table's order
+    assert cells(body[1])[1:] == ["0, 1, 2", "0.030, 0.010, 0.020", "0.020", "0.010", "0.030",
+                                  "2.00, 2.00, 2.00"]
+    assert f"`{old_command}`" in "\n".join(lines)
