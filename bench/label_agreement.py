@@ -10,7 +10,8 @@ confident labeller gives the same) and by the evaluation network, each one's FD 
 target, and how many images each network puts in a class that the other puts elsewhere
 (labeller class -> evaluation class, the off-diagonal of their cross-table). A one-way
 disagreement on guided images that unguided images do not show is images guidance left between
-two classes.
+two classes. Last, the labeller's top probability on the images the two read alike and on those
+they read differently, and how many of the latter a confidence line (--confidence) would catch.
 """
 
 from __future__ import annotations
@@ -36,17 +37,20 @@ def agreement(data: dict[str, np.ndarray], evaluated: dict[str, np.ndarray],
     written = {a: data[f"label_{a}"] for a in target.attributes}
     by_labeller = cell_labels(written, target.attributes, target.num_classes)
     by_evaluator = cell_labels(evaluated, target.attributes, target.num_classes)
+    probs = cell_probabilities({a: data[f"prob_{a}"] for a in target.attributes},
+                               target.attributes)
     shares = {"labeller": class_shares(by_labeller, cells),
-              "labeller probs": np.mean(cell_probabilities(
-                  {a: data[f"prob_{a}"] for a in target.attributes}, target.attributes), axis=0),
+              "labeller probs": np.mean(probs, axis=0),
               "evaluator": class_shares(by_evaluator, cells)}
     cross = np.zeros((cells, cells), np.int64)
     np.add.at(cross, (by_labeller, by_evaluator), 1)
     return {"shares": shares, "cross": cross,
-            "fd": {k: fairness_discrepancy(v, target.array) for k, v in shares.items()}}
+            "fd": {k: fairness_discrepancy(v, target.array) for k, v in shares.items()},
+            "confidence": np.max(np.asarray(probs), axis=-1),
+            "disagree": by_labeller != by_evaluator}
 
 
-def report(name: str, target: Target, result: dict) -> str:
+def report(name: str, target: Target, result: dict, line: float = 0.9) -> str:
     names = cell_names(target)
     lines = [f"\n{name}: {target.to_spec()}, {int(result['cross'].sum())} images",
              "| by | " + " | ".join(names) + " | FD |", "|---" * (len(names) + 2) + "|"]
@@ -59,6 +63,15 @@ def report(name: str, target: Target, result: dict) -> str:
              if cross[i, j] or cross[j, i]]
     lines.append(f"disagree on {int(cross.sum() - np.trace(cross))} images (labeller -> "
                  "evaluation network): " + ("; ".join(moves) or "none"))
+    confidence, disagree = result["confidence"], result["disagree"]
+    if disagree.any() and not disagree.all():
+        below = confidence < line
+        lines.append(
+            "labeller's top probability, median: "
+            f"{np.median(confidence[disagree]):.3f} where they disagree, "
+            f"{np.median(confidence[~disagree]):.3f} where they agree; below {line:g}: "
+            f"{int(np.sum(below & disagree))} of the {int(disagree.sum())} disagreements, in "
+            f"{100 * np.mean(below):.1f} % of the images")
     return "\n".join(lines)
 
 
@@ -67,6 +80,8 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+", help="generated data sets (OUTs of sample.generate)")
     p.add_argument("--target", action="append", default=[],
                    help="grade against this target (default: each run's own); repeatable")
+    p.add_argument("--confidence", type=float, default=0.9,
+                   help="the labeller's top probability line the last line counts under")
     p.add_argument("--evaluator", default=checkpoints.EMBEDDED_EVALUATOR,
                    help="evaluation network bundle (default: the embedded one)")
     a = p.parse_args(argv)
@@ -77,7 +92,7 @@ def main(argv=None) -> int:
         data = read_generated(run)
         _, evaluated = featurize(data["image"])
         for target in run_targets(pathlib.Path(run), a.target, num_classes):
-            print(report(run, target, agreement(data, evaluated, target)))
+            print(report(run, target, agreement(data, evaluated, target), a.confidence))
     return 0
 
 

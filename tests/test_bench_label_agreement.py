@@ -21,6 +21,10 @@ def test_agreement_counts_each_disagreement_once_and_by_direction():
     np.testing.assert_allclose(result["fd"]["evaluator"], np.hypot(0.125, 0.125))
     text = label_agreement.report("run", target, result)
     assert "disagree on 1 images" in text and "hair:short -> hair:long: 1 (back 0)" in text
+    # every image at 0.95: the one disagreement is above a 0.9 line, under a 0.99 one
+    assert "0.950 where they disagree, 0.950 where they agree; below 0.9: 0 of the 1" in text
+    assert "below 0.99: 1 of the 1 disagreements, in 100.0 % of the images" in (
+        label_agreement.report("run", target, result, line=0.99))
 
 
 def test_a_joint_target_crosses_cells():
