@@ -11,7 +11,10 @@ target, and how many images each network puts in a class that the other puts els
 (labeller class -> evaluation class, the off-diagonal of their cross-table). A one-way
 disagreement on guided images that unguided images do not show is images guidance left between
 two classes. Last, the labeller's top probability on the images the two read alike and on those
-they read differently, and how many of the latter a confidence line (--confidence) would catch.
+they read differently, how many of the latter a confidence line (--confidence) would catch, and
+both networks' FD on the images the labeller reads at or above the line on every target, with
+the distance between the two networks' shares there and on all images: what a balance by the
+labeller leaves the evaluation network to charge.
 """
 
 from __future__ import annotations
@@ -30,24 +33,38 @@ from dg_jax.guidance.targets import Target
 from dg_jax.loading import load_classifier
 
 
+def labeller_cells(data: dict[str, np.ndarray], target: Target) -> np.ndarray:
+    """The labeller's probabilities of the target's cells, [N, prod K]."""
+    return np.asarray(cell_probabilities({a: data[f"prob_{a}"] for a in target.attributes},
+                                         target.attributes))
+
+
 def agreement(data: dict[str, np.ndarray], evaluated: dict[str, np.ndarray],
-              target: Target) -> dict:
-    """Shares, FDs and the labeller -> evaluation cross-table [C, C] of one target."""
+              target: Target, confident: np.ndarray | None = None) -> dict:
+    """Shares, FDs and the labeller -> evaluation cross-table [C, C] of one target; with
+    `confident` [N] (bool), also both networks' FD on those images alone."""
     cells = int(np.prod(target.num_classes))
     written = {a: data[f"label_{a}"] for a in target.attributes}
     by_labeller = cell_labels(written, target.attributes, target.num_classes)
     by_evaluator = cell_labels(evaluated, target.attributes, target.num_classes)
-    probs = cell_probabilities({a: data[f"prob_{a}"] for a in target.attributes},
-                               target.attributes)
+    probs = labeller_cells(data, target)
     shares = {"labeller": class_shares(by_labeller, cells),
               "labeller probs": np.mean(probs, axis=0),
               "evaluator": class_shares(by_evaluator, cells)}
     cross = np.zeros((cells, cells), np.int64)
     np.add.at(cross, (by_labeller, by_evaluator), 1)
-    return {"shares": shares, "cross": cross,
-            "fd": {k: fairness_discrepancy(v, target.array) for k, v in shares.items()},
-            "confidence": np.max(np.asarray(probs), axis=-1),
-            "disagree": by_labeller != by_evaluator}
+    result = {"shares": shares, "cross": cross,
+              "fd": {k: fairness_discrepancy(v, target.array) for k, v in shares.items()},
+              "confidence": np.max(probs, axis=-1), "disagree": by_labeller != by_evaluator}
+    result["gap"] = float(np.linalg.norm(shares["evaluator"] - shares["labeller"]))
+    if confident is not None and confident.any():
+        kept = {by: class_shares(labels[confident], cells)
+                for by, labels in (("labeller", by_labeller), ("evaluator", by_evaluator))}
+        result["confident"] = {
+            "fraction": float(np.mean(confident)),
+            "fd": {by: fairness_discrepancy(v, target.array) for by, v in kept.items()},
+            "gap": float(np.linalg.norm(kept["evaluator"] - kept["labeller"]))}
+    return result
 
 
 def report(name: str, target: Target, result: dict, line: float = 0.9) -> str:
@@ -72,6 +89,13 @@ def report(name: str, target: Target, result: dict, line: float = 0.9) -> str:
             f"{np.median(confidence[~disagree]):.3f} where they agree; below {line:g}: "
             f"{int(np.sum(below & disagree))} of the {int(disagree.sum())} disagreements, in "
             f"{100 * np.mean(below):.1f} % of the images")
+    if "confident" in result:
+        kept = result["confident"]
+        lines.append(
+            f"on the {100 * kept['fraction']:.1f} % of the images read at {line:g} or above on "
+            f"every target: FD labeller {kept['fd']['labeller']:.3f}, evaluation network "
+            f"{kept['fd']['evaluator']:.3f}; the two networks' shares {kept['gap']:.3f} apart "
+            f"(on all images {result['gap']:.3f})")
     return "\n".join(lines)
 
 
@@ -91,8 +115,12 @@ def main(argv=None) -> int:
     for run in a.runs:
         data = read_generated(run)
         _, evaluated = featurize(data["image"])
-        for target in run_targets(pathlib.Path(run), a.target, num_classes):
-            print(report(run, target, agreement(data, evaluated, target), a.confidence))
+        targets = run_targets(pathlib.Path(run), a.target, num_classes)
+        confident = np.all([labeller_cells(data, t).max(axis=-1) >= a.confidence
+                            for t in targets], axis=0)
+        for target in targets:
+            print(report(run, target, agreement(data, evaluated, target, confident),
+                         a.confidence))
     return 0
 
 

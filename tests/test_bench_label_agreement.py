@@ -25,6 +25,14 @@ def test_agreement_counts_each_disagreement_once_and_by_direction():
     assert "0.950 where they disagree, 0.950 where they agree; below 0.9: 0 of the 1" in text
     assert "below 0.99: 1 of the 1 disagreements, in 100.0 % of the images" in (
         label_agreement.report("run", target, result, line=0.99))
+    # on the images the labeller reads confidently (all but the disagreement, here)
+    confident = np.array([True, True, True, False, True, True, True, True])
+    kept = label_agreement.agreement(data, evaluated, target, confident)["confident"]
+    np.testing.assert_allclose(kept["fraction"], 7 / 8)
+    np.testing.assert_allclose(kept["fd"]["evaluator"], kept["fd"]["labeller"])
+    np.testing.assert_allclose(kept["fd"]["labeller"], np.hypot(0.5 - 3 / 7, 4 / 7 - 0.5))
+    assert kept["gap"] == 0  # the one image they read differently is left out
+    np.testing.assert_allclose(result["gap"], np.hypot(0.125, 0.125))
 
 
 def test_a_joint_target_crosses_cells():
