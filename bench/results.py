@@ -11,11 +11,11 @@ multiplier tuned at batch 64, as the original code's), FD vs guidance scale, and
 group's distribution-guidance row moves with the sampler's seed (--seeds; seed 0 is the table's
 own run).
 Runs live under --out and are reused when rerun (generation resumes; the evaluation of a run
-that did not change is reused). Each part (table, batch, scale) rewrites only its own section
-of --doc, so parts can run at different times. The table keeps the rows of the table it replaces
-that this run does not measure (--groups): all 20 rows at 2,048 images take ~2.5 h on a fast
-2-core machine and ~6 h on a slow one. Kept groups' unguided rows are measured again, and a kept
-row whose unguided row came out different is named as stale.
+that did not change is reused). Each part (table, batch, scale, seeds) rewrites only its own
+section of --doc, so parts can run at different times. The table keeps the rows of the table it
+replaces that this run does not measure (--groups): all 20 rows at 2,048 images take ~2.5 h on a
+fast 2-core machine and ~6 h on a slow one. Kept groups' unguided rows are measured again, and a
+kept row whose unguided row came out different is named as stale.
 """
 
 import argparse
