@@ -246,6 +246,11 @@ def table(out, base, scales, num_real, results, groups: dict[str, list[str]],
     return lines
 
 
+def run_name(row: str, group: str) -> str:
+    """The folder under --out of a table row's run (its method and group, without spaces)."""
+    return f"{row}_{group}".replace(" ", "")
+
+
 def group_rows(out, base, scales, num_real, results, group: str, methods: list[str], weights,
                image_images: int) -> list[str]:
     """One row group's table rows: unguided, then each of `methods`."""
@@ -253,7 +258,7 @@ def group_rows(out, base, scales, num_real, results, group: str, methods: list[s
     lines, unguided = [], {}
     for row, scale in [("none", 0.0)] + [(m, scales[m]) for m in methods]:
         method, balance = METHODS.get(row, (row, "batch"))
-        name = "unguided" if method == "none" else f"{row}_{group}".replace(" ", "")
+        name = "unguided" if method == "none" else run_name(row, group)
         row_weights = () if method == "none" else weights_for(targets, weights)
         config = row_config(base, method, balance, targets, scale, row_weights)
         if method == "image":
@@ -303,7 +308,7 @@ def seed_spread(out, base, scale: float, num_real: int, results, groups: list[st
                             weights_for(targets, weights))
         fds, ratios = [], []
         for seed in seeds:
-            name = f"distribution-dataset_{group}".replace(" ", "") + (
+            name = run_name("distribution-dataset", group) + (
                 "" if seed == base.seed else f"_seed{seed}")
             report = generate_and_evaluate(out, name, dataclasses.replace(config, seed=seed),
                                            targets, num_real)
