@@ -6,6 +6,9 @@
         --images-dir docs/images/target_matrix_commit       # another push, its own doc section
     python -m bench.target_matrix --posterior-power 4 --out runs/target_matrix_power4 \
         --images-dir docs/images/target_matrix_power4       # another posterior power, likewise
+    python -m bench.target_matrix --posterior-power 4 --posterior-power-from 0.8 \
+        --out runs/target_matrix_power4_from0.8 \
+        --images-dir docs/images/target_matrix_power4_from0.8  # the power late only, likewise
     python -m bench.target_matrix --adp runs/adp_adv10_export --out runs/target_matrix_adv10 \
         --images-dir docs/images/target_matrix_adv10         # another ADP, its own doc section
 
@@ -79,6 +82,9 @@ PROGRAM = "python -m bench.target_matrix"
 # Part of every rows.json key: raise it when a column comes to be measured differently, so that
 # rows measured the old way are measured again.
 RECORD_VERSION = 1
+# Config fields added after rows were first recorded: left out of a key while they hold their
+# defaults, so that the rows recorded before them still match.
+LATER_FIELDS = ("guidance.power_from",)
 
 
 def slug(targets) -> str:
@@ -149,7 +155,8 @@ def unguided_reference(out: pathlib.Path, base, num_unguided: int, size: int,
 def record_key(**parts) -> str:
     """A rows.json key: the digest of everything that made a row (configs as dicts, without
     where their runs live)."""
-    parts = {k: ({n: v for n, v in configs.to_dict(p).items() if n != "out"}
+    parts = {k: ({n: v for n, v in configs.to_recorded_dict(p, LATER_FIELDS).items()
+                  if n != "out"}
                  if dataclasses.is_dataclass(p) else p) for k, p in parts.items()}
     text = json.dumps({**parts, "version": RECORD_VERSION}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -284,6 +291,9 @@ def main():
     p.add_argument("--posterior-power", type=float, default=GuidanceConfig.posterior_power,
                    help="the rows' posterior power (default: the library's); another one writes "
                         "its own section of --doc, as --guidance-push does")
+    p.add_argument("--posterior-power-from", type=float, default=GuidanceConfig.power_from,
+                   help="the fraction of the sampling loop from which the power applies "
+                        "(default: the library's); another one writes its own section of --doc")
     p.add_argument("--adp", default="",
                    help="the rows' ADP bundle (default: the embedded one); another one writes its "
                         "own section of --doc, as --guidance-push does")
@@ -291,11 +301,14 @@ def main():
     out = pathlib.Path(a.out)
     rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="")
-    guidance = GuidanceConfig(push=a.guidance_push, posterior_power=a.posterior_power)
+    guidance = GuidanceConfig(push=a.guidance_push, posterior_power=a.posterior_power,
+                              power_from=a.posterior_power_from)
     guided = dataclasses.replace(base, guidance=guidance, adp=a.adp)
     variant = ([] if a.guidance_push == GuidanceConfig.push else [a.guidance_push]) + (
         [] if a.posterior_power == GuidanceConfig.posterior_power
         else [f"power-{a.posterior_power:g}"]) + (
+        [] if a.posterior_power_from == GuidanceConfig.power_from
+        else [f"from-{a.posterior_power_from:g}"]) + (
         [f"adp-{pathlib.Path(a.adp).name}"] if a.adp else [])
     images_dir = pathlib.Path(a.images_dir)
     record = RowRecord(images_dir / "rows.json")
@@ -348,6 +361,8 @@ def publish(a, variant: list[str], planned: list, results: list[dict | None],
                   else "")
                + (f" --posterior-power {a.posterior_power:g}"
                   if a.posterior_power != GuidanceConfig.posterior_power else "")
+               + (f" --posterior-power-from {a.posterior_power_from:g}"
+                  if a.posterior_power_from != GuidanceConfig.power_from else "")
                + (f" --adp {a.adp}" if a.adp else "")
                + (f" --out {a.out} --images-dir {a.images_dir}" if variant else "") + "`.")
     pending = [f"`{' '.join(c.targets)}` ({c.balance})"

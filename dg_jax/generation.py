@@ -202,6 +202,12 @@ def unguided_statistics(report: dict) -> dict:
     return unguided
 
 
+# GenerateConfig fields added after data sets were first written: run.json leaves them out
+# while they hold their defaults, so that such a data set still resumes.
+LATER_FIELDS = ("text", "model_config", "dtype", "guidance.posterior_power",
+                "guidance.power_from")
+
+
 # An attribute the ADP reads below this held-out accuracy at its best step is steered weakly
 # and noisily (smile on the embedded model: 0.80 at best, against 0.94-0.99 for the others).
 WEAK_ADP_ACCURACY = 0.85
@@ -249,8 +255,7 @@ def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> d
     # The labeller; image guidance steers with it too. None for a real model without one.
     classifier = load_labeller(config.text, config.classifier, sd is not None)
     adp, targets, unguided = load_guidance(config, classifier)
-    wanted = configs.to_recorded_dict(config, later_fields=("text", "model_config", "dtype",
-                                                              "guidance.posterior_power"))
+    wanted = configs.to_recorded_dict(config, later_fields=LATER_FIELDS)
     # Neither writing PNGs as well nor how broken images are handled changes the images, so
     # a rerun may change them (e.g. --on-degenerate warn after a stop).
     wanted.pop("png")

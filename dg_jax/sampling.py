@@ -136,7 +136,7 @@ def make_sampler(unet: UNet, model_config: ModelConfig, config: SamplerConfig,
         def scale_at(t, i):
             return step_scale(guidance.config, i, betas[t[0]], len(ts))
 
-        edit = (guidance.h_edit(module, keys, refs, scale_at, axis, group) if on_h
+        edit = (guidance.h_edit(module, keys, refs, scale_at, axis, group, len(ts)) if on_h
                 else no_edit)
         edit = recording(edit) if record_h else edit
         if guidance is not None and not on_h:

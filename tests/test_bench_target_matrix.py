@@ -2,6 +2,7 @@
 (the row's config, the ADP's weights, the reference sizes) is unchanged, and measures it again
 when any of them changed."""
 
+import hashlib
 import json
 import sys
 
@@ -10,6 +11,8 @@ from flax import nnx
 
 from bench import target_matrix
 from dg_jax import checkpoints, configs
+from dg_jax.generation import GenerateConfig
+from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.loading import load_adp
 from dg_jax.models.adp import ADP
 
@@ -77,3 +80,17 @@ def test_an_interrupted_bench_leaves_a_doc_of_the_rows_measured(tmp_path, monkey
     text = doc.read_text()
     assert "| `hair=0,1` | batch | stopped: fake |" in text
     assert "Not measured yet (1 of 2 rows" in text and "`glasses=uniform` (batch)" in text
+
+
+def test_a_key_leaves_out_later_fields_at_their_defaults():
+    # rows recorded before GuidanceConfig.power_from existed keep their keys; another value
+    # of it is another row
+    config = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0))
+    before = configs.to_dict(config)
+    del before["guidance"]["power_from"]
+    without_out = {n: v for n, v in before.items() if n != "out"}
+    text = json.dumps({"config": without_out, "version": target_matrix.RECORD_VERSION},
+                      sort_keys=True)
+    assert target_matrix.record_key(config=config) == hashlib.sha256(text.encode()).hexdigest()
+    late = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8))
+    assert target_matrix.record_key(config=late) != target_matrix.record_key(config=config)

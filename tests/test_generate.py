@@ -186,14 +186,16 @@ def test_text_to_image_options_are_recorded_only_when_used():
 
 
 def test_a_later_field_of_a_nested_config_is_recorded_only_when_used():
-    """A run recorded before GuidanceConfig.posterior_power existed resumes at the default
-    power; another power is recorded (and so refused on that folder)."""
+    """A run recorded before GuidanceConfig.posterior_power / power_from existed resumes at
+    their defaults; another value is recorded (and so refused on that folder)."""
     from dg_jax import configs
+    from dg_jax.generation import LATER_FIELDS
 
-    later = ("guidance.posterior_power",)
-    assert "posterior_power" not in configs.to_recorded_dict(GenerateConfig(), later)["guidance"]
-    used = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0))
-    assert configs.to_recorded_dict(used, later)["guidance"]["posterior_power"] == 4.0
+    recorded = configs.to_recorded_dict(GenerateConfig(), LATER_FIELDS)["guidance"]
+    assert "posterior_power" not in recorded and "power_from" not in recorded
+    used = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8))
+    recorded = configs.to_recorded_dict(used, LATER_FIELDS)["guidance"]
+    assert recorded["posterior_power"] == 4.0 and recorded["power_from"] == 0.8
 
 
 def test_guard_stops_an_unbounded_huge_push_and_writes_nothing(tmp_path, capsys):

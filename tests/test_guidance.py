@@ -13,6 +13,7 @@ from dg_jax.guidance.distribution import (
     class_probabilities,
     distribution_loss,
     guide_h,
+    step_power,
     step_scale,
 )
 from dg_jax.guidance.posterior import commit_draws, drawn_classes, target_posteriors
@@ -214,7 +215,7 @@ def test_calibrated_p_hat_is_the_adps_own_estimate_with_the_tempered_gradient():
     np.testing.assert_allclose(grad(logits["hair"]), tempered(logits["hair"]), rtol=1e-6)
 
 
-@pytest.mark.parametrize("field", ["scale", "temperature", "max_step"])
+@pytest.mark.parametrize("field", ["scale", "temperature", "max_step", "power_from"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_guidance_settings_are_refused(field, value):
     # library errors name the config's fields (the command line names its flags instead)
@@ -287,6 +288,16 @@ def test_a_posterior_power_sends_samples_to_the_class_they_lean_to():
     assert np.mean(sharp.argmax(-1) == plain.argmax(-1)) > 0.85
     with pytest.raises(UserError, match="posterior_power must be > 0"):
         GuidanceConfig(posterior_power=0.0)
+
+
+def test_the_posterior_power_applies_from_its_fraction_of_the_loop_on():
+    late = GuidanceConfig(posterior_power=4.0, power_from=0.8)
+    powers = [float(step_power(late, jnp.int32(i), 50)) for i in range(50)]
+    assert powers == [1.0] * 40 + [4.0] * 10
+    assert {float(step_power(GuidanceConfig(posterior_power=4.0), jnp.int32(i), 50))
+            for i in range(50)} == {4.0}
+    with pytest.raises(UserError, match=r"power_from must be in \[0, 1\], got 1.5"):
+        GuidanceConfig(power_from=1.5)
 
 
 def test_drawn_classes_follow_each_samples_posterior():

@@ -66,6 +66,24 @@ def test_zero_scale_is_exactly_unguided(runs):
     np.testing.assert_array_equal(guided, unguided)  # bit for bit
 
 
+def test_the_posterior_power_takes_effect_from_its_fraction_of_the_loop_on(unet, adp):
+    targets = [parse_target("hair=0.3,0.7", {"hair": 2})]  # one-hot targets ignore the power
+
+    def images(**power):
+        guidance = GuidanceConfig(scale=50.0, temperature=1.0, schedule="constant", **power)
+        sample = make_sampler(unet, MODEL_CONFIG, SAMPLER,
+                              DistributionGuidance(adp, targets, guidance)).jitted()
+        return np.asarray(sample(sample_keys(0, np.arange(8)))[0])
+
+    plain = images()
+    # from the end of the loop on: never, so exactly the power-1 push
+    np.testing.assert_array_equal(images(posterior_power=4.0, power_from=1.0), plain)
+    everywhere = images(posterior_power=4.0)
+    last_step = images(posterior_power=4.0, power_from=0.75)  # step 3 of 4
+    for a, b in [(everywhere, plain), (last_step, plain), (last_step, everywhere)]:
+        assert np.abs(a - b).max() > 1e-4
+
+
 def test_guidance_changes_the_samples_through_h(runs):
     free, free_p = runs["zero"]
     guided, guided_p = runs["guided"]

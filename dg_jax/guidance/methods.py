@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dg_jax.guidance.distribution import GuidanceConfig, References, guide_h
+from dg_jax.guidance.distribution import GuidanceConfig, References, guide_h, step_power
 from dg_jax.guidance.posterior import commit_draws
 from dg_jax.guidance.sample_level import draw_cells, guide_h_per_sample
 from dg_jax.guidance.targets import Target
@@ -80,16 +80,20 @@ class DistributionGuidance:
         return self.adp
 
     def h_edit(self, adp: ADP, keys: jax.Array, refs: References, scale_at: ScaleAt,
-               axis: str | None, group: int | None) -> Edit:
+               axis: str | None, group: int | None, num_steps: int) -> Edit:
         """adp: the sampler's (merged) ADP; axis: the mesh's batch axis, if any; group: push
-        each run of `group` consecutive samples on its own (prompt groups)."""
+        each run of `group` consecutive samples on its own (prompt groups); num_steps: the
+        sampling loop's length (the posterior power's schedule, `step_power`)."""
         axis = axis if self.scope == "global" else None
         draws = commit_draws(keys, self.targets) if self.config.push == "commit" else None
 
-        def guide(h, predict, scale, axis, draws):
-            return guide_h(h, predict, self.targets, self.config, scale, axis, refs, draws)
-
         def edit(h, t, i):
+            power = step_power(self.config, i, num_steps)
+
+            def guide(h, predict, scale, axis, draws):
+                return guide_h(h, predict, self.targets, self.config, scale, axis, refs, draws,
+                               power)
+
             predict, scale = _predictor(adp, t, i), scale_at(t, i)
             if group is None:
                 h, p_hat, change = guide(h, predict, scale, axis, draws)
@@ -126,7 +130,7 @@ class SampleLevelGuidance:
         return self.adp
 
     def h_edit(self, adp: ADP, keys: jax.Array, refs: References, scale_at: ScaleAt,
-               axis: str | None, group: int | None) -> Edit:
+               axis: str | None, group: int | None, num_steps: int) -> Edit:
         cells = draw_cells(keys, self.targets, refs)
 
         def edit(h, t, i):
