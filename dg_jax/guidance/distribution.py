@@ -230,7 +230,6 @@ def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config:
         raise ValueError("push='commit' needs the samples' draws (posterior.commit_draws), and "
                          "only it takes them")
     n = h.shape[0] * (jax.lax.psum(1, axis_name) if axis_name else 1)
-
     power = config.posterior_power if power is None else power
 
     def loss_of_h(h):

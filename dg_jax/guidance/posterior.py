@@ -21,7 +21,8 @@ keeps its class whatever u_i.
 
 With `power` G > 1, pi_i is proportional to p_i ** G * v instead: an ambiguous sample is sent to
 the class it leans to rather than to the boundary, and nothing is drawn (docs/GUIDANCE.md
-measures where that helps and where it does not).
+measures where that helps and where it does not; `distribution.step_power` applies it in the
+last steps only).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ ITERATIONS = 50
 
 
 def target_posteriors(cells: jax.Array, ref: jax.Array, axis_name: str | None = None,
-                      iterations: int = ITERATIONS, power: float = 1.0) -> jax.Array:
+                      iterations: int = ITERATIONS, power: float | jax.Array = 1.0
+                      ) -> jax.Array:
     """cells: each sample's predicted cell distribution [B, C] (calibrated), ref [C] -> pi [B, C],
     pi_i proportional to cells_i ** power * v with mean_i pi_i = ref over the (global, with
     axis_name) batch. power > 1 sends each sample more decisively to the class it leans to
@@ -88,7 +90,7 @@ def drawn_classes(pi: jax.Array, u: jax.Array) -> jax.Array:
 def posterior_loss(cells: dict[str, jax.Array], targets: Sequence[Target],
                    refs: dict[str, jax.Array], weights: dict[str, float], batch_size: int,
                    axis_name: str | None = None, draws: dict[str, jax.Array] | None = None,
-                   power: float = 1.0) -> jax.Array:
+                   power: float | jax.Array = 1.0) -> jax.Array:
     """sum over targets and samples of w ||p_i - pi_i||^2 / batch_size, pi_i held constant
     (with `draws`, target name -> u [B] from `commit_draws`: the one-hot class drawn from pi_i
     instead of pi_i). cells: target name -> [B, C] per-sample cell probabilities (the values
