@@ -87,9 +87,10 @@ class GuidanceConfig:
              "this power, re-weighted to meet the batch target; above 1 an ambiguous sample is "
              "sent to the class it leans to rather than to the boundary",
         flag="posterior-power")
-    # Late only: a power throughout costs image quality where many samples change class (on the
-    # embedded model the matched KID of hair 0.5/0.5 + glasses 0.3/0.7 rose from 1.1 to 2.2 times
-    # the unguided one); the in-between images it resolves are decided in the last steps.
+    # An option, not the default: a power throughout costs image quality where many samples
+    # change class (on the embedded model the matched KID of hair 0.5/0.5 + glasses 0.3/0.7 rose
+    # from 1.1 to 2.2 times the unguided one), and the in-between images it resolves are left by
+    # the last steps; docs/GUIDANCE.md measures where starting it late helps.
     power_from: float = option(
         0.0, "the posterior power applies from this fraction of the sampling loop on (the loop "
              "steps i >= round(f * steps)); before it the power is 1. 0: every step",

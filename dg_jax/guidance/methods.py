@@ -87,16 +87,14 @@ class DistributionGuidance:
         axis = axis if self.scope == "global" else None
         draws = commit_draws(keys, self.targets) if self.config.push == "commit" else None
 
+        def guide(h, predict, scale, axis, draws, power):
+            return guide_h(h, predict, self.targets, self.config, scale, axis, refs, draws, power)
+
         def edit(h, t, i):
-            power = step_power(self.config, i, num_steps)
-
-            def guide(h, predict, scale, axis, draws):
-                return guide_h(h, predict, self.targets, self.config, scale, axis, refs, draws,
-                               power)
-
             predict, scale = _predictor(adp, t, i), scale_at(t, i)
+            power = step_power(self.config, i, num_steps)
             if group is None:
-                h, p_hat, change = guide(h, predict, scale, axis, draws)
+                h, p_hat, change = guide(h, predict, scale, axis, draws, power)
             else:  # a group lies on one device: its distribution is its own
                 if h.shape[0] % group:
                     raise ValueError(f"batch {h.shape[0]} is not a whole number of groups of "
@@ -105,7 +103,8 @@ class DistributionGuidance:
                 def by_group(x):
                     return x.reshape(x.shape[0] // group, group, *x.shape[1:])
 
-                h, p_hat, change = jax.vmap(lambda hg, dg: guide(hg, predict, scale, None, dg))(
+                h, p_hat, change = jax.vmap(
+                    lambda hg, dg: guide(hg, predict, scale, None, dg, power))(
                     by_group(h), jax.tree.map(by_group, draws))
                 h, change = h.reshape(-1, *h.shape[2:]), change.reshape(-1)
             return h, {"p_hat": p_hat, "h_change": change}
