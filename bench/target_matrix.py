@@ -26,7 +26,8 @@ a row-sized unguided set moves by chance); for one-hot rows the share of the ask
 largest drift of an untargeted attribute from the unguided shares (evaluation network,
 percentage points); the
 largest relative change of h in one step and its mean total over the steps; broken images (the
-quality guard); images/s. A row the guard stopped says why. Runs live under --out and are reused
+quality guard); images/s. A row the guard stopped says why (`--on-degenerate warn` measures what
+such a row writes instead). Runs live under --out and are reused
 (generation resumes, evaluations are cached by bench/results.py's helper); the figures go to
 --out/target_matrix.json and the table and sample grids into docs/GUIDANCE.md.
 
@@ -60,7 +61,7 @@ from dg_jax.data.images import image_grid
 from dg_jax.evaluation.evaluate import EvaluateConfig, make_featurizer, quality
 from dg_jax.flags import error_line
 from dg_jax.generation import adp_weights
-from dg_jax.guard import DegenerateOutputError
+from dg_jax.guard import DegenerateOutputError, GuardConfig
 from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.loading import load_classifier
 from sample.generate import make_parser
@@ -84,7 +85,7 @@ PROGRAM = "python -m bench.target_matrix"
 RECORD_VERSION = 1
 # Config fields added after rows were first recorded: left out of a key while they hold their
 # defaults, so that the rows recorded before them still match.
-LATER_FIELDS = ("guidance.power_from",)
+LATER_FIELDS = ("guidance.posterior_power", "guidance.power_from")
 
 
 def slug(targets) -> str:
@@ -294,13 +295,19 @@ def main():
     p.add_argument("--posterior-power-from", type=float, default=GuidanceConfig.power_from,
                    help="the fraction of the sampling loop from which the power applies "
                         "(default: the library's); another one writes its own section of --doc")
+    p.add_argument("--on-degenerate", default=GuardConfig.on_degenerate,
+                   choices=get_args(get_type_hints(GuardConfig)["on_degenerate"]),
+                   help="the quality guard's action (default: the library's, so that a row the "
+                        "guard stops is a stop); warn measures what such a row writes")
     p.add_argument("--adp", default="",
                    help="the rows' ADP bundle (default: the embedded one); another one writes its "
                         "own section of --doc, as --guidance-push does")
     a = p.parse_args()
     out = pathlib.Path(a.out)
     rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
-    base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="")
+    # bench.results' base config, with the guard a user gets (that bench warns instead)
+    base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="",
+                               guard=GuardConfig(on_degenerate=a.on_degenerate))
     guidance = GuidanceConfig(push=a.guidance_push, posterior_power=a.posterior_power,
                               power_from=a.posterior_power_from)
     guided = dataclasses.replace(base, guidance=guidance, adp=a.adp)
@@ -363,6 +370,8 @@ def publish(a, variant: list[str], planned: list, results: list[dict | None],
                   if a.posterior_power != GuidanceConfig.posterior_power else "")
                + (f" --posterior-power-from {a.posterior_power_from:g}"
                   if a.posterior_power_from != GuidanceConfig.power_from else "")
+               + (f" --on-degenerate {a.on_degenerate}"
+                  if a.on_degenerate != GuardConfig.on_degenerate else "")
                + (f" --adp {a.adp}" if a.adp else "")
                + (f" --out {a.out} --images-dir {a.images_dir}" if variant else "") + "`.")
     pending = [f"`{' '.join(c.targets)}` ({c.balance})"

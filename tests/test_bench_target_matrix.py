@@ -58,6 +58,9 @@ def test_rows_are_reused_until_their_settings_or_adp_weights_change(tmp_path, mo
     assert measured == rows and references == []
     bench("--num-images", "256")  # other sizes: the reference and every row again
     assert measured == rows and references == [256]
+    bench("--num-images", "256", "--on-degenerate", "warn")  # another guard: all again
+    assert measured == rows and references == [256]
+    assert "--on-degenerate warn" in doc.read_text()
     record = json.loads((tmp_path / "images" / "rows.json").read_text())
     assert len(record["rows"]) == 2  # one entry per (targets, balance): the last measured
 
@@ -82,15 +85,24 @@ def test_an_interrupted_bench_leaves_a_doc_of_the_rows_measured(tmp_path, monkey
     assert "Not measured yet (1 of 2 rows" in text and "`glasses=uniform` (batch)" in text
 
 
-def test_a_key_leaves_out_later_fields_at_their_defaults():
-    # rows recorded before GuidanceConfig.power_from existed keep their keys; another value
-    # of it is another row
-    config = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0))
+def key_without(config, *fields: str) -> str:
+    """The key `config` had when the GuidanceConfig `fields` did not exist yet."""
     before = configs.to_dict(config)
-    del before["guidance"]["power_from"]
+    for name in fields:
+        del before["guidance"][name]
     without_out = {n: v for n, v in before.items() if n != "out"}
     text = json.dumps({"config": without_out, "version": target_matrix.RECORD_VERSION},
                       sort_keys=True)
-    assert target_matrix.record_key(config=config) == hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_a_key_leaves_out_later_fields_at_their_defaults():
+    # rows recorded before GuidanceConfig.posterior_power and power_from existed keep their
+    # keys; another value of either is another row
+    default = GenerateConfig()
+    assert target_matrix.record_key(config=default) == key_without(
+        default, "posterior_power", "power_from")
+    config = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0))
+    assert target_matrix.record_key(config=config) == key_without(config, "power_from")
     late = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8))
     assert target_matrix.record_key(config=late) != target_matrix.record_key(config=config)
