@@ -9,6 +9,9 @@
     python -m bench.target_matrix --posterior-power 4 --posterior-power-from 0.8 \
         --out runs/target_matrix_power4_from0.8 \
         --images-dir docs/images/target_matrix_power4_from0.8  # the power late only, likewise
+    python -m bench.target_matrix --posterior-power 4 --posterior-power-from 0.8 \
+        --posterior-power-min-accuracy 0.85 --out runs/target_matrix_power4_from0.8_acc0.85 \
+        --images-dir docs/images/target_matrix_power4_from0.8_acc0.85  # on well-read attributes
     python -m bench.target_matrix --adp runs/adp_adv10_export --out runs/target_matrix_adv10 \
         --images-dir docs/images/target_matrix_adv10         # another ADP, its own doc section
 
@@ -62,6 +65,7 @@ from dg_jax.evaluation.evaluate import EvaluateConfig, make_featurizer, quality
 from dg_jax.flags import error_line
 from dg_jax.generation import adp_weights
 from dg_jax.guard import DegenerateOutputError, GuardConfig
+from dg_jax.guidance.distribution import LATER_FIELDS as guidance_later_fields
 from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.loading import load_classifier
 from sample.generate import make_parser
@@ -83,9 +87,9 @@ PROGRAM = "python -m bench.target_matrix"
 # Part of every rows.json key: raise it when a column comes to be measured differently, so that
 # rows measured the old way are measured again.
 RECORD_VERSION = 1
-# Config fields added after rows were first recorded: left out of a key while they hold their
-# defaults, so that the rows recorded before them still match.
-LATER_FIELDS = ("guidance.posterior_power", "guidance.power_from")
+# Config fields added after rows were first recorded: left out of a key while they do what was
+# done before them, so that the rows recorded before them still match.
+LATER_FIELDS = {f"guidance.{name}": v for name, v in guidance_later_fields.items()}
 
 
 def slug(targets) -> str:
@@ -295,6 +299,10 @@ def main():
     p.add_argument("--posterior-power-from", type=float, default=GuidanceConfig.power_from,
                    help="the fraction of the sampling loop from which the power applies "
                         "(default: the library's); another one writes its own section of --doc")
+    p.add_argument("--posterior-power-min-accuracy", type=float,
+                   default=GuidanceConfig.power_min_accuracy,
+                   help="the ADP accuracy a targeted attribute needs for the power to act on it "
+                        "(default: the library's); another one writes its own section of --doc")
     p.add_argument("--on-degenerate", default=GuardConfig.on_degenerate,
                    choices=get_args(get_type_hints(GuardConfig)["on_degenerate"]),
                    help="the quality guard's action (default: the library's, so that a row the "
@@ -309,13 +317,16 @@ def main():
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="",
                                guard=GuardConfig(on_degenerate=a.on_degenerate))
     guidance = GuidanceConfig(push=a.guidance_push, posterior_power=a.posterior_power,
-                              power_from=a.posterior_power_from)
+                              power_from=a.posterior_power_from,
+                              power_min_accuracy=a.posterior_power_min_accuracy)
     guided = dataclasses.replace(base, guidance=guidance, adp=a.adp)
     variant = ([] if a.guidance_push == GuidanceConfig.push else [a.guidance_push]) + (
         [] if a.posterior_power == GuidanceConfig.posterior_power
         else [f"power-{a.posterior_power:g}"]) + (
         [] if a.posterior_power_from == GuidanceConfig.power_from
         else [f"from-{a.posterior_power_from:g}"]) + (
+        [] if a.posterior_power_min_accuracy == GuidanceConfig.power_min_accuracy
+        else [f"min-accuracy-{a.posterior_power_min_accuracy:g}"]) + (
         [f"adp-{pathlib.Path(a.adp).name}"] if a.adp else [])
     images_dir = pathlib.Path(a.images_dir)
     record = RowRecord(images_dir / "rows.json")
@@ -370,6 +381,9 @@ def publish(a, variant: list[str], planned: list, results: list[dict | None],
                   if a.posterior_power != GuidanceConfig.posterior_power else "")
                + (f" --posterior-power-from {a.posterior_power_from:g}"
                   if a.posterior_power_from != GuidanceConfig.power_from else "")
+               + (f" --posterior-power-min-accuracy {a.posterior_power_min_accuracy:g}"
+                  if a.posterior_power_min_accuracy != GuidanceConfig.power_min_accuracy
+                  else "")
                + (f" --on-degenerate {a.on_degenerate}"
                   if a.on_degenerate != GuardConfig.on_degenerate else "")
                + (f" --adp {a.adp}" if a.adp else "")

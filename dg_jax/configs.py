@@ -10,6 +10,8 @@ import dataclasses
 import json
 import math
 import typing
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from dg_jax.errors import UserError
 
@@ -63,20 +65,25 @@ def to_dict(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def to_recorded_dict(config, later_fields: tuple[str, ...]) -> dict:
+def to_recorded_dict(config, later_fields: Iterable[str] | Mapping[str, Any]) -> dict:
     """`to_dict`, leaving out the `later_fields` (added after outputs were first written with
     this config class; "guidance.posterior_power" names a field of a nested config) while they
-    hold their defaults, so that an output folder recorded before they existed still matches
-    its rerun."""
+    hold the value that does what was done before they existed, so that an output folder
+    recorded before them still matches its rerun. That value is the field's default, or, with
+    a mapping, the value it maps to: pinned, so that a later change of the default does not
+    make another config look like the recorded one."""
     d = to_dict(config)
     for name in later_fields:
         *parents, leaf = name.split(".")
         owner, record = config, d
         for parent in parents:
             owner, record = getattr(owner, parent), record[parent]
-        field = next(f for f in dataclasses.fields(owner) if f.name == leaf)
-        default = field.default_factory() if callable(field.default_factory) else field.default
-        if getattr(owner, leaf) == default:
+        if isinstance(later_fields, Mapping):
+            before = later_fields[name]
+        else:
+            field = next(f for f in dataclasses.fields(owner) if f.name == leaf)
+            before = field.default_factory() if callable(field.default_factory) else field.default
+        if getattr(owner, leaf) == before:
             record.pop(leaf)
     return d
 

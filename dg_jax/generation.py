@@ -28,6 +28,7 @@ from dg_jax.data.writer import DatasetWriter
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import UserError, nested_at, template_of
 from dg_jax.guard import GuardConfig, QualityGuard, SharpnessReference
+from dg_jax.guidance.distribution import LATER_FIELDS as guidance_later_fields
 from dg_jax.guidance.distribution import GuidanceConfig, target_weights
 from dg_jax.guidance.methods import DistributionGuidance, SampleLevelGuidance
 from dg_jax.guidance.targets import (
@@ -129,25 +130,28 @@ class GenerateConfig:
                             f"{len(prompts)} prompts equally often (a multiple of it)")
 
 
-def guidance_for(config: GenerateConfig, adp, classifier, targets: list[Target]):
-    """What --method steers with (None: unguided)."""
+def guidance_for(config: GenerateConfig, adp, classifier, targets: list[Target],
+                 accuracy: dict[str, float] | None = None):
+    """What --method steers with (None: unguided). accuracy: the ADP's (`adp_accuracy`)."""
     if config.method == "none" or not targets:
         return None
     if config.method == "image":
         return ImageGuidance(classifier, targets, config.guidance)
     if config.method == "sample":
         return SampleLevelGuidance(adp, targets, config.guidance)
-    return DistributionGuidance(adp, targets, config.guidance, config.distribution_scope)
+    return DistributionGuidance(adp, targets, config.guidance, config.distribution_scope,
+                                accuracy)
 
 
 def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
-                  ) -> tuple[object, list[Target], dict]:
-    """(ADP, validated targets, the model's unguided statistics as the ADP bundle records them)
-    for a guided run, or (None, [], {}) for an unguided one; image guidance needs no ADP (its
+                  ) -> tuple[object, list[Target], dict, dict[str, float]]:
+    """(ADP, validated targets, the model's unguided statistics as the ADP bundle records them,
+    the ADP's held-out accuracy per attribute: `adp_accuracy`) for a guided run, or
+    (None, [], {}, {}) for an unguided one; image guidance needs no ADP (its
     targets are checked against the classifier's attributes). Whether the ADP fits the UNet is
     checked by `make_sampler`."""
     if config.method == "none":
-        return None, [], {}
+        return None, [], {}, {}
     adp, report = None, {}
     if config.method == "image":
         num_classes = classifier.num_classes
@@ -166,7 +170,7 @@ def load_guidance(config: GenerateConfig, classifier: AttributeClassifier | None
     if unknown:
         raise UserError(f"{{guidance.target_weights}} for {', '.join(unknown)}, which is not a "
                         f"target (targets: {', '.join(t.name for t in targets)})")
-    return adp, targets, unguided
+    return adp, targets, unguided, adp_accuracy(report)
 
 
 def load_adp_bundle(path) -> tuple[object, dict]:
@@ -202,10 +206,11 @@ def unguided_statistics(report: dict) -> dict:
     return unguided
 
 
-# GenerateConfig fields added after data sets were first written: run.json leaves them out
-# while they hold their defaults, so that such a data set still resumes.
-LATER_FIELDS = ("text", "model_config", "dtype", "guidance.posterior_power",
-                "guidance.power_from")
+# GenerateConfig fields added after data sets were first written, each with the value that does
+# what was done before it: run.json leaves them out while they hold it, so that such a data set
+# still resumes.
+LATER_FIELDS = {"text": TextToImageConfig(), "model_config": "", "dtype": "float32",
+                **{f"guidance.{name}": v for name, v in guidance_later_fields.items()}}
 
 
 # An attribute the ADP reads below this held-out accuracy at its best step is steered weakly
@@ -213,15 +218,22 @@ LATER_FIELDS = ("text", "model_config", "dtype", "guidance.posterior_power",
 WEAK_ADP_ACCURACY = 0.85
 
 
+def adp_accuracy(report: dict) -> dict[str, float]:
+    """attribute -> the ADP's held-out accuracy at its best step, as its bundle's report records
+    it (empty for a bundle that records none)."""
+    return {a: max(per_step) for a, per_step in report.get("heldout_accuracy", {}).items()
+            if per_step}
+
+
 def weak_attribute_warnings(report: dict, targets: list[Target]) -> list[str]:
     """One line per targeted attribute that the ADP bundle's held-out accuracy calls weak."""
-    accuracy = report.get("heldout_accuracy", {})
+    best = adp_accuracy(report)
     lines = []
     for a in dict.fromkeys(a for t in targets for a in t.attributes):
-        per_step = accuracy.get(a)
-        if per_step and max(per_step) < WEAK_ADP_ACCURACY:
-            lines.append(f"the ADP reads {a} poorly (held-out accuracy {max(per_step):.2f} at "
-                         f"its best step, {np.mean(per_step):.2f} over all): guidance on {a} "
+        if a in best and best[a] < WEAK_ADP_ACCURACY:
+            mean = np.mean(report["heldout_accuracy"][a])
+            lines.append(f"the ADP reads {a} poorly (held-out accuracy {best[a]:.2f} at "
+                         f"its best step, {mean:.2f} over all): guidance on {a} "
                          "is weak and noisy; a better ADP for it (more h samples) helps")
     return lines
 
@@ -254,7 +266,7 @@ def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> d
     sd, unet = split_model(unet, config.text)
     # The labeller; image guidance steers with it too. None for a real model without one.
     classifier = load_labeller(config.text, config.classifier, sd is not None)
-    adp, targets, unguided = load_guidance(config, classifier)
+    adp, targets, unguided, accuracy = load_guidance(config, classifier)
     wanted = configs.to_recorded_dict(config, later_fields=LATER_FIELDS)
     # Neither writing PNGs as well nor how broken images are handled changes the images, so
     # a rerun may change them (e.g. --on-degenerate warn after a stop).
@@ -263,7 +275,7 @@ def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> d
     if adp is not None:
         wanted[configs.WEIGHTS_RECORD] = weights_record(adp, unguided)
     generate, row_prompts = make_batch_generator(config, unet, model_config, sd, classifier, adp,
-                                                 targets, unguided)
+                                                 targets, unguided, accuracy)
     writer = DatasetWriter(config.out, wanted, config.num_images, config.shard_size)
     progress = writer.progress or {}
     generate.counts = {k: np.asarray(v, np.int64) for k, v in progress.get("counts", {}).items()}
@@ -311,9 +323,11 @@ def run(config: GenerateConfig, describe: Callable[[Exception], str] = str) -> d
 
 
 def make_batch_generator(config: GenerateConfig, unet, model_config, sd, classifier, adp,
-                         targets: list[Target], unguided: dict):
+                         targets: list[Target], unguided: dict,
+                         accuracy: dict[str, float] | None = None):
     """(BatchGenerator for the run, the prompt of each row of a batch) on a mesh over every
-    device that the batch (in whole prompt groups) splits over."""
+    device that the batch (in whole prompt groups) splits over. accuracy: the ADP's
+    (`adp_accuracy`)."""
     prompts = config.text.prompts
     group = config.batch_size // len(prompts) if sd is not None else 1
     text, context, uncond, row_prompts = None, None, None, None
@@ -326,7 +340,8 @@ def make_batch_generator(config: GenerateConfig, unet, model_config, sd, classif
             context = global_batch(mesh, np.asarray(sd.encode_prompts(row_prompts)))
             uncond = replicate(sd.encode_prompts([config.text.negative_prompt])[0], mesh)
         sampler = make_sampler(unet, model_config, config.sampler,
-                               guidance_for(config, adp, classifier, targets), text=text,
+                               guidance_for(config, adp, classifier, targets, accuracy),
+                               text=text,
                                vae=sd.vae if sd is not None else None, mesh=mesh)
         generate = BatchGenerator(sampler, classifier, targets, mesh, seed=config.seed,
                                   batch_size=config.batch_size, balance=config.balance,

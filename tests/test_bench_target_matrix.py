@@ -97,12 +97,15 @@ def key_without(config, *fields: str) -> str:
 
 
 def test_a_key_leaves_out_later_fields_at_their_defaults():
-    # rows recorded before GuidanceConfig.posterior_power and power_from existed keep their
-    # keys; another value of either is another row
+    # rows recorded before GuidanceConfig.posterior_power, power_from and power_min_accuracy
+    # existed keep their keys; another value of any is another row
     default = GenerateConfig()
     assert target_matrix.record_key(config=default) == key_without(
-        default, "posterior_power", "power_from")
+        default, "posterior_power", "power_from", "power_min_accuracy")
     config = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0))
-    assert target_matrix.record_key(config=config) == key_without(config, "power_from")
+    assert target_matrix.record_key(config=config) == key_without(
+        config, "power_from", "power_min_accuracy")
+    gated = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_min_accuracy=0.85))
+    assert target_matrix.record_key(config=gated) != target_matrix.record_key(config=config)
     late = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8))
     assert target_matrix.record_key(config=late) != target_matrix.record_key(config=config)

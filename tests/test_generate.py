@@ -191,11 +191,24 @@ def test_a_later_field_of_a_nested_config_is_recorded_only_when_used():
     from dg_jax import configs
     from dg_jax.generation import LATER_FIELDS
 
+    later = ("posterior_power", "power_from", "power_min_accuracy")
     recorded = configs.to_recorded_dict(GenerateConfig(), LATER_FIELDS)["guidance"]
-    assert "posterior_power" not in recorded and "power_from" not in recorded
-    used = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8))
+    assert not set(later) & set(recorded)
+    used = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8,
+                                                  power_min_accuracy=0.85))
     recorded = configs.to_recorded_dict(used, LATER_FIELDS)["guidance"]
-    assert recorded["posterior_power"] == 4.0 and recorded["power_from"] == 0.8
+    assert [recorded[name] for name in later] == [4.0, 0.8, 0.85]
+
+
+def test_a_later_field_is_left_out_at_its_pinned_value_whatever_the_default():
+    """A default changed after data were written must not let the new default continue them:
+    a later field is left out only while it holds the value it pins (what was done before it)."""
+    from dg_jax import configs
+
+    pinned = {"guidance.posterior_power": 4.0}  # as if the default were 1 and 4 the old way
+    assert "posterior_power" not in configs.to_recorded_dict(
+        GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0)), pinned)["guidance"]
+    assert configs.to_recorded_dict(GenerateConfig(), pinned)["guidance"]["posterior_power"] == 1
 
 
 def test_guard_stops_an_unbounded_huge_push_and_writes_nothing(tmp_path, capsys):
@@ -233,7 +246,7 @@ def test_non_finite_guidance_flags_are_refused_up_front(tmp_path, capsys, flags,
 def test_preserve_adds_the_unguided_shares_and_weak_attributes_are_named(capsys):
     config = GenerateConfig(method="distribution", targets=("smile=0.5,0.5",),
                             preserve=("hair", "skin"))
-    _, targets, unguided = load_guidance(config, None)
+    _, targets, unguided, _ = load_guidance(config, None)
     recorded = unguided["label_shares"]
     assert [t.name for t in targets] == ["smile", "hair", "skin"]
     np.testing.assert_allclose(targets[1].array, recorded["hair"], atol=1e-6)

@@ -13,6 +13,7 @@ from dg_jax.guidance.distribution import (
     class_probabilities,
     distribution_loss,
     guide_h,
+    powered_targets,
     step_power,
     step_scale,
 )
@@ -215,7 +216,8 @@ def test_calibrated_p_hat_is_the_adps_own_estimate_with_the_tempered_gradient():
     np.testing.assert_allclose(grad(logits["hair"]), tempered(logits["hair"]), rtol=1e-6)
 
 
-@pytest.mark.parametrize("field", ["scale", "temperature", "max_step", "power_from"])
+@pytest.mark.parametrize("field", ["scale", "temperature", "max_step", "power_from",
+                                   "power_min_accuracy"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_guidance_settings_are_refused(field, value):
     # library errors name the config's fields (the command line names its flags instead)
@@ -298,6 +300,23 @@ def test_the_posterior_power_applies_from_its_fraction_of_the_loop_on():
             for i in range(50)} == {4.0}
     with pytest.raises(UserError, match=r"power_from must be in \[0, 1\], got 1.5"):
         GuidanceConfig(power_from=1.5)
+
+
+def test_the_posterior_power_acts_on_the_attributes_the_adp_reads_well():
+    targets = [parse_target(spec, {**NUM_CLASSES, "smile": 2})
+               for spec in ("hair=uniform", "smile=uniform", "glasses,skin=uniform")]
+    accuracy = {"hair": 0.98, "smile": 0.82, "glasses": 0.97, "skin": 0.93}
+    gated = GuidanceConfig(posterior_power=4.0, power_min_accuracy=0.85)
+    assert powered_targets(gated, targets, accuracy) == {"hair", "glasses,skin"}
+    # a joint target takes the power only when every attribute of it is read well enough
+    strict = GuidanceConfig(posterior_power=4.0, power_min_accuracy=0.95)
+    assert powered_targets(strict, targets, accuracy) == {"hair"}
+    # an ADP that records no accuracy: no target under a line; every target without one
+    assert powered_targets(gated, targets, None) == set()
+    assert powered_targets(GuidanceConfig(posterior_power=4.0), targets, None) == {
+        t.name for t in targets}
+    with pytest.raises(UserError, match=r"power_min_accuracy must be in \[0, 1\], got 2"):
+        GuidanceConfig(power_min_accuracy=2.0)
 
 
 def test_drawn_classes_follow_each_samples_posterior():

@@ -69,10 +69,11 @@ def test_zero_scale_is_exactly_unguided(runs):
 def test_the_posterior_power_takes_effect_from_its_fraction_of_the_loop_on(unet, adp):
     targets = [parse_target("hair=0.3,0.7", {"hair": 2})]  # one-hot targets ignore the power
 
-    def images(**power):
+    def images(accuracy=None, **power):
         guidance = GuidanceConfig(scale=50.0, temperature=1.0, schedule="constant", **power)
         sample = make_sampler(unet, MODEL_CONFIG, SAMPLER,
-                              DistributionGuidance(adp, targets, guidance)).jitted()
+                              DistributionGuidance(adp, targets, guidance,
+                                                   accuracy=accuracy)).jitted()
         return np.asarray(sample(sample_keys(0, np.arange(8)))[0])
 
     plain = images()
@@ -82,6 +83,12 @@ def test_the_posterior_power_takes_effect_from_its_fraction_of_the_loop_on(unet,
     last_step = images(posterior_power=4.0, power_from=0.75)  # step 3 of 4
     for a, b in [(everywhere, plain), (last_step, plain), (last_step, everywhere)]:
         assert np.abs(a - b).max() > 1e-4
+    # an attribute the ADP reads under power_min_accuracy keeps power 1; one it reads at or
+    # above it takes the power
+    np.testing.assert_array_equal(
+        images({"hair": 0.9}, posterior_power=4.0, power_min_accuracy=0.95), plain)
+    np.testing.assert_array_equal(
+        images({"hair": 0.9}, posterior_power=4.0, power_min_accuracy=0.85), everywhere)
 
 
 def test_guidance_changes_the_samples_through_h(runs):

@@ -14,13 +14,13 @@ edit(h [B, ...], t [B], i) -> (h', trace). `dg_jax.wrappers` puts an edit betwee
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dg_jax.guidance.distribution import GuidanceConfig, References, guide_h, step_power
+from dg_jax.guidance.distribution import GuidanceConfig, References, guide_h, powered_targets, step_power
 from dg_jax.guidance.posterior import commit_draws
 from dg_jax.guidance.sample_level import draw_cells, guide_h_per_sample
 from dg_jax.guidance.targets import Target
@@ -69,6 +69,9 @@ class DistributionGuidance:
     targets: tuple[Target, ...]
     config: GuidanceConfig = GuidanceConfig()
     scope: str = "global"
+    # attribute -> the ADP's held-out accuracy at its best step (`adp_accuracy` of its bundle's
+    # report): which targets config.power_min_accuracy lets the posterior power act on
+    accuracy: Mapping[str, float] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "targets", checked_targets(self.targets))
@@ -86,9 +89,11 @@ class DistributionGuidance:
         sampling loop's length (the posterior power's schedule, `step_power`)."""
         axis = axis if self.scope == "global" else None
         draws = commit_draws(keys, self.targets) if self.config.push == "commit" else None
+        powered = powered_targets(self.config, self.targets, self.accuracy)
 
         def guide(h, predict, scale, axis, draws, power):
-            return guide_h(h, predict, self.targets, self.config, scale, axis, refs, draws, power)
+            return guide_h(h, predict, self.targets, self.config, scale, axis, refs, draws, power,
+                           powered)
 
         def edit(h, t, i):
             predict, scale = _predictor(adp, t, i), scale_at(t, i)
