@@ -314,8 +314,11 @@ def main():
     out = pathlib.Path(a.out)
     rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
     # bench.results' base config, with the guard a user gets (that bench warns instead)
+    # The unguided reference's key holds the later guidance fields at their pinned values: an
+    # unguided run does not depend on them, so a new default of theirs keeps the reference.
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="",
-                               guard=GuardConfig(on_degenerate=a.on_degenerate))
+                               guard=GuardConfig(on_degenerate=a.on_degenerate),
+                               guidance=GuidanceConfig(**guidance_later_fields))
     guidance = GuidanceConfig(push=a.guidance_push, posterior_power=a.posterior_power,
                               power_from=a.posterior_power_from,
                               power_min_accuracy=a.posterior_power_min_accuracy)
