@@ -29,7 +29,8 @@ a row-sized unguided set moves by chance); for one-hot rows the share of the ask
 largest drift of an untargeted attribute from the unguided shares (evaluation network,
 percentage points); the
 largest relative change of h in one step and its mean total over the steps; broken images (the
-quality guard); images/s. A row the guard stopped says why (`--on-degenerate warn` measures what
+quality guard); images/s (- for a run resumed after an interruption). A row the guard stopped
+says why (`--on-degenerate warn` measures what
 such a row writes instead). Runs live under --out and are reused
 (generation resumes, evaluations are cached by bench/results.py's helper); the figures go to
 --out/target_matrix.json and the table and sample grids into docs/GUIDANCE.md.
@@ -248,11 +249,13 @@ def table(rows: list[dict], unguided: dict, size: int) -> list[str]:
             lines.append(head + f" stopped: {r['stopped']} |" + " |" * 10)
             continue
         one_hot = "" if r["one_hot_share"] is None else f"{100 * r['one_hot_share']:.1f} %"
+        # a run resumed after an interruption has no speed of its own
+        speed = "-" if r["images_per_second"] is None else f"{r['images_per_second']:.2f}"
         lines.append(
             head + f" {r['fd']:.3f} | {r['fd_labeller']:.3f} | {r['kid_ratio']:.2f} | "
             f"{one_hot} | {100 * r['drift']:.1f} | {r['h_step_max']:.2f} | "
             f"{r['h_total_mean']:.1f} | {100 * r['broken']:.1f} % | "
-            f"{r['images_per_second'] or float('nan'):.2f} | {'yes' if passes(r) else 'no'} |")
+            f"{speed} | {'yes' if passes(r) else 'no'} |")
     return lines
 
 
