@@ -17,9 +17,15 @@ from dg_jax.data import generated, shards
 from dg_jax.data.writer import PART_PATTERN, dataset_files
 from dg_jax.diffusion.sampler_config import SamplerConfig
 from dg_jax.errors import ConfigMismatchError, UserError
-from dg_jax.generation import GenerateConfig, load_guidance, run
+from dg_jax.generation import (
+    WEAK_ADP_ACCURACY,
+    GenerateConfig,
+    guidance_for,
+    load_guidance,
+    run,
+)
 from dg_jax.guard import GuardConfig
-from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.distribution import GuidanceConfig, powered_targets
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.unet import UNet
 from sample import generate as cli
@@ -246,9 +252,16 @@ def test_non_finite_guidance_flags_are_refused_up_front(tmp_path, capsys, flags,
 def test_preserve_adds_the_unguided_shares_and_weak_attributes_are_named(capsys):
     config = GenerateConfig(method="distribution", targets=("smile=0.5,0.5",),
                             preserve=("hair", "skin"))
-    _, targets, unguided, _ = load_guidance(config, None)
+    adp, targets, unguided, accuracy = load_guidance(config, None)
     recorded = unguided["label_shares"]
     assert [t.name for t in targets] == ["smile", "hair", "skin"]
+    # the embedded ADP's best-step accuracy reaches its guidance, where
+    # --posterior-power-min-accuracy reads it
+    assert accuracy["smile"] < WEAK_ADP_ACCURACY <= min(accuracy["hair"], accuracy["skin"])
+    gated = dataclasses.replace(config, guidance=GuidanceConfig(posterior_power=4.0,
+                                                                power_min_accuracy=0.85))
+    guidance = guidance_for(gated, adp, None, targets, accuracy)
+    assert powered_targets(gated.guidance, targets, guidance.accuracy) == {"hair", "skin"}
     np.testing.assert_allclose(targets[1].array, recorded["hair"], atol=1e-6)
     assert "the ADP reads smile poorly" in capsys.readouterr().err
     with pytest.raises(UserError, match="both a target and preserved"):
