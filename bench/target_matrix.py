@@ -27,13 +27,12 @@ matched-KID ratio (KID against real faces with the images' own attribute combina
 unguided model's, measured on --num-unguided images; the table's head says how far the ratio of
 a row-sized unguided set moves by chance); for one-hot rows the share of the asked class; the
 largest drift of an untargeted attribute from the unguided shares (evaluation network,
-percentage points); the
-largest relative change of h in one step and its mean total over the steps; broken images (the
-quality guard); images/s (- for a run resumed after an interruption). A row the guard stopped
-says why (`--on-degenerate warn` measures what
-such a row writes instead). Runs live under --out and are reused
-(generation resumes, evaluations are cached by bench/results.py's helper); the figures go to
---out/target_matrix.json and the table and sample grids into docs/GUIDANCE.md.
+percentage points); the largest relative change of h in one step and its mean total over the
+steps; broken images (the quality guard); images/s (- for a run resumed after an interruption).
+A row the guard stopped says why (`--on-degenerate warn` measures what such a row writes
+instead). Runs live under --out and are reused (generation resumes, evaluations are cached by
+bench/results.py's helper); the figures go to --out/target_matrix.json and the table and sample
+grids into docs/GUIDANCE.md.
 
 Each measured row is also kept in --images-dir/rows.json beside its grid (both are committed),
 keyed by everything that made it: the row's generation config, the ADP's weights
@@ -316,9 +315,10 @@ def main():
     a = p.parse_args()
     out = pathlib.Path(a.out)
     rows = ([r.split("+") for r in a.rows.split(";")] if a.rows else ROWS)
-    # bench.results' base config, with the guard a user gets (that bench warns instead)
-    # The unguided reference's key holds the later guidance fields at their pinned values: an
-    # unguided run does not depend on them, so a new default of theirs keeps the reference.
+    # bench.results' base config with the guard a user gets (that bench warns instead). Its
+    # guidance, which only the unguided reference's key sees, holds the later fields at their
+    # pinned values: an unguided run ignores them, so a new default of theirs keeps the
+    # reference (and the rows keyed with it).
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="",
                                guard=GuardConfig(on_degenerate=a.on_degenerate),
                                guidance=GuidanceConfig(**guidance_later_fields))
