@@ -271,7 +271,7 @@ def guide_h(h: jax.Array, predict: Predictor, targets: Sequence[Target], config:
         cells = {t.name: cell_probabilities(probs, t.attributes) for t in targets}
         return posterior_loss(cells, targets, refs or default_refs(targets),
                               target_weights(config), n, axis_name, draws,
-                              power=powers), p_hats
+                              powers=powers), p_hats
 
     grad, p_hats = jax.grad(loss_of_h, has_aux=True)(h.astype(jnp.float32))
     step, change = bounded_step(h, scale * n * grad, config.max_step)

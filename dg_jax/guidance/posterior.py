@@ -90,19 +90,18 @@ def drawn_classes(pi: jax.Array, u: jax.Array) -> jax.Array:
 def posterior_loss(cells: dict[str, jax.Array], targets: Sequence[Target],
                    refs: dict[str, jax.Array], weights: dict[str, float], batch_size: int,
                    axis_name: str | None = None, draws: dict[str, jax.Array] | None = None,
-                   power: float | jax.Array | Mapping[str, float | jax.Array] = 1.0
-                   ) -> jax.Array:
+                   powers: Mapping[str, float | jax.Array] | None = None) -> jax.Array:
     """sum over targets and samples of w ||p_i - pi_i||^2 / batch_size, pi_i held constant
     (with `draws`, target name -> u [B] from `commit_draws`: the one-hot class drawn from pi_i
     instead of pi_i). cells: target name -> [B, C] per-sample cell probabilities (the values
     calibrated, the gradient tempered: `class_probabilities`); batch_size: the global batch,
-    so that N * the gradient is each sample's own push, as for the batch loss. power: every
-    target's, or target name -> its own."""
+    so that N * the gradient is each sample's own push, as for the batch loss. powers: target
+    name -> its posterior power (default 1)."""
     total = jnp.float32(0.0)
     for t in targets:
         p = cells[t.name]
-        target_power = power[t.name] if isinstance(power, Mapping) else power
-        pi = target_posteriors(p, refs[t.name], axis_name, power=target_power)
+        pi = target_posteriors(p, refs[t.name], axis_name,
+                               power=(powers or {}).get(t.name, 1.0))
         if draws is not None:
             pi = drawn_classes(pi, draws[t.name])
         pi = jax.lax.stop_gradient(pi)
