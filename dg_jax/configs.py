@@ -88,6 +88,20 @@ def to_recorded_dict(config, later_fields: Iterable[str] | Mapping[str, Any]) ->
     return d
 
 
+def with_pinned_fields(record: dict, later_fields: Mapping[str, Any]) -> dict:
+    """A recorded config dict with the `later_fields` it leaves out (`to_recorded_dict`) put
+    back at their pinned values, so that `from_dict` rebuilds what was recorded rather than
+    the current defaults of those fields."""
+    record = json.loads(json.dumps(record))
+    for name, before in later_fields.items():
+        *parents, leaf = name.split(".")
+        owner = record
+        for parent in parents:
+            owner = owner.setdefault(parent, {})
+        owner.setdefault(leaf, to_dict(before) if dataclasses.is_dataclass(before) else before)
+    return record
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
     """A nested dict as one level with dotted keys: {"a": {"b": 1}} -> {"a.b": 1}."""
     out = {}

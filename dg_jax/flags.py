@@ -164,16 +164,19 @@ def config_parser(config_cls, doc: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(parser: argparse.ArgumentParser, config_cls, argv=None, keep=()):
+def parse_config(parser: argparse.ArgumentParser, config_cls, argv=None, keep=(),
+                 later_fields=None):
     """(config, parsed args): the flags (and --prompts-file's prompts, where the parser has
     it), on top of --config's file where one is given; the `keep` fields and those the command
-    line must give always come from the command line."""
+    line must give always come from the command line, and the `later_fields` the file leaves
+    out take their pinned values (`run_record.recorded_config`)."""
     args = parser.parse_args(argv)
     config = with_prompts_file(config_from_flags(args, config_cls),
                                getattr(args, "prompts_file", ""))
     if args.config:
         keep = (*keep, *_required_fields(config_cls))
-        config = recorded_config(args.config, config, command_line_defaults(config), keep=keep)
+        config = recorded_config(args.config, config, command_line_defaults(config), keep=keep,
+                                 later_fields=later_fields)
     return config, args
 
 

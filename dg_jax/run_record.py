@@ -12,6 +12,8 @@ change the result (`keep`: --out, --png, --on-degenerate) always comes from the 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 from etils import epath
 
@@ -27,15 +29,18 @@ def changed_settings(given, defaults) -> dict:
     return {key: value for key, value in ours.items() if value != default.get(key)}
 
 
-def recorded_config(path, given, defaults, keep: tuple[str, ...] = (), refuse_changes=False):
+def recorded_config(path, given, defaults, keep: tuple[str, ...] = (), refuse_changes=False,
+                    later_fields: Mapping[str, Any] | None = None):
     """`given`'s config class built from the JSON file at `path` (local or gs://), with the
     command line's changed settings refused (refuse_changes) or applied on top, and the `keep`
-    fields taken from `given`."""
+    fields taken from `given`. `later_fields` (dotted name -> pinned value) that the file
+    leaves out take their pinned value, not today's default: a record left them out because it
+    was written before them or with that value."""
     path = epath.Path(path)
     if not path.exists():
         raise UserError(f"no config file {path}")
     cls = type(given)
-    record = read_json(path)
+    record = configs.with_pinned_fields(read_json(path), later_fields or {})
     record.pop(configs.WEIGHTS_RECORD, None)
     ours = configs.to_dict(given)
     record.update({name: ours[name] for name in keep})
@@ -70,10 +75,10 @@ def with_settings(config, settings: dict):
 COMMAND_LINE_FIELDS = ("out", "png", "guard")
 
 
-def resumed_config(given, defaults):
+def resumed_config(given, defaults, later_fields: Mapping[str, Any] | None = None):
     """The config OUT/run.json records (OUT = given.out), for --resume."""
     run_file = epath.Path(given.out) / "run.json"
     if not run_file.exists():
         raise UserError(f"--resume: {given.out} has no run.json; start the run without --resume")
     return recorded_config(run_file, given, defaults, keep=COMMAND_LINE_FIELDS,
-                           refuse_changes=True)
+                           refuse_changes=True, later_fields=later_fields)

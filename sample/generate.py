@@ -32,7 +32,7 @@ from dg_jax.flags import (
     run_cli,
     user_message,
 )
-from dg_jax.generation import GenerateConfig, run
+from dg_jax.generation import LATER_FIELDS, GenerateConfig, run
 from dg_jax.run_record import COMMAND_LINE_FIELDS, resumed_config
 
 
@@ -66,10 +66,11 @@ def parse_args(argv=None, parser=None) -> tuple[GenerateConfig, LaunchConfig]:
     a = parser.parse_args(argv)
     if a.resume and a.config:  # before reading either file
         raise UserError("--resume continues --out's own run.json; give --config without it")
-    config, _ = parse_config(parser, GenerateConfig, argv, keep=COMMAND_LINE_FIELDS)
+    config, _ = parse_config(parser, GenerateConfig, argv, keep=COMMAND_LINE_FIELDS,
+                             later_fields=LATER_FIELDS)
     launch = config_from_flags(a, LaunchConfig)
     if launch.resume:
-        config = resumed_config(config, command_line_defaults(config))
+        config = resumed_config(config, command_line_defaults(config), LATER_FIELDS)
     return config, launch
 
 

@@ -102,3 +102,21 @@ def test_config_file_for_a_dataclass_entry_point(tmp_path):
     assert main_for(ADPTrainConfig, seen.append, "", ["--config", str(tmp_path / "c.json"),
                                                       "--hidden", "16"]) == 0
     assert seen[0].steps == 7 and seen[0].hidden == 16
+
+
+def test_a_record_written_before_a_later_field_resumes_as_it_was_made(recorded, tmp_path):
+    """A run.json leaves out a later field (GuidanceConfig.posterior_power, ...) while it holds
+    its pinned value, as every record written before the field existed does: --resume and
+    --config rebuild that value, not today's default, so such a data set still continues."""
+    out = tmp_path / "out"
+    shutil.copytree(recorded, out)
+    record = json.loads((out / "run.json").read_text())
+    for name in ("posterior_power", "power_from", "power_min_accuracy"):
+        record["guidance"].pop(name, None)
+    (out / "run.json").write_text(json.dumps(record))
+    for args in (["--out", str(out), "--resume"],
+                 ["--config", str(out / "run.json"), "--out", str(tmp_path / "again")]):
+        config, _ = cli.parse_args(args)
+        assert (config.guidance.posterior_power, config.guidance.power_from,
+                config.guidance.power_min_accuracy) == (1.0, 0.0, 0.0)
+    assert cli.main(["--out", str(out), "--resume", "--on-degenerate", "warn"]) == 0
