@@ -198,11 +198,12 @@ def test_a_later_field_of_a_nested_config_is_recorded_only_when_used():
     from dg_jax.generation import LATER_FIELDS
 
     later = ("posterior_power", "power_from", "power_min_accuracy")
-    recorded = configs.to_recorded_dict(GenerateConfig(), LATER_FIELDS)["guidance"]
+    before = GenerateConfig(guidance=GuidanceConfig(posterior_power=1.0, power_from=0.0,
+                                                    power_min_accuracy=0.0))
+    recorded = configs.to_recorded_dict(before, LATER_FIELDS)["guidance"]
     assert not set(later) & set(recorded)
-    used = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8,
-                                                  power_min_accuracy=0.85))
-    recorded = configs.to_recorded_dict(used, LATER_FIELDS)["guidance"]
+    # the defaults (power 4 from 0.8 on attributes read at 0.85) are not what was done before
+    recorded = configs.to_recorded_dict(GenerateConfig(), LATER_FIELDS)["guidance"]
     assert [recorded[name] for name in later] == [4.0, 0.8, 0.85]
 
 
@@ -211,10 +212,10 @@ def test_a_later_field_is_left_out_at_its_pinned_value_whatever_the_default():
     a later field is left out only while it holds the value it pins (what was done before it)."""
     from dg_jax import configs
 
-    pinned = {"guidance.posterior_power": 4.0}  # as if the default were 1 and 4 the old way
+    pinned = {"guidance.posterior_power": 2.0}  # as if 2 had been the old way
     assert "posterior_power" not in configs.to_recorded_dict(
-        GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0)), pinned)["guidance"]
-    assert configs.to_recorded_dict(GenerateConfig(), pinned)["guidance"]["posterior_power"] == 1
+        GenerateConfig(guidance=GuidanceConfig(posterior_power=2.0)), pinned)["guidance"]
+    assert configs.to_recorded_dict(GenerateConfig(), pinned)["guidance"]["posterior_power"] == 4
 
 
 def test_guard_stops_an_unbounded_huge_push_and_writes_nothing(tmp_path, capsys):
@@ -258,10 +259,9 @@ def test_preserve_adds_the_unguided_shares_and_weak_attributes_are_named(capsys)
     # the embedded ADP's best-step accuracy reaches its guidance, where
     # --posterior-power-min-accuracy reads it
     assert accuracy["smile"] < WEAK_ADP_ACCURACY <= min(accuracy["hair"], accuracy["skin"])
-    gated = dataclasses.replace(config, guidance=GuidanceConfig(posterior_power=4.0,
-                                                                power_min_accuracy=0.85))
-    guidance = guidance_for(gated, adp, None, targets, accuracy)
-    assert powered_targets(gated.guidance, targets, guidance.accuracy) == {"hair", "skin"}
+    guidance = guidance_for(config, adp, None, targets, accuracy)
+    # under the default accuracy line the posterior power acts on hair and skin, not smile
+    assert powered_targets(config.guidance, targets, guidance.accuracy) == {"hair", "skin"}
     np.testing.assert_allclose(targets[1].array, recorded["hair"], atol=1e-6)
     assert "the ADP reads smile poorly" in capsys.readouterr().err
     with pytest.raises(UserError, match="both a target and preserved"):

@@ -296,8 +296,10 @@ def test_the_posterior_power_applies_from_its_fraction_of_the_loop_on():
     late = GuidanceConfig(posterior_power=4.0, power_from=0.8)
     powers = [float(step_power(late, jnp.int32(i), 50)) for i in range(50)]
     assert powers == [1.0] * 40 + [4.0] * 10
-    assert {float(step_power(GuidanceConfig(posterior_power=4.0), jnp.int32(i), 50))
-            for i in range(50)} == {4.0}
+    throughout = GuidanceConfig(posterior_power=4.0, power_from=0.0)
+    assert {float(step_power(throughout, jnp.int32(i), 50)) for i in range(50)} == {4.0}
+    # the default: power 4 in the last 10 of 50 steps
+    assert [float(step_power(GuidanceConfig(), jnp.int32(i), 50)) for i in range(50)] == powers
     with pytest.raises(UserError, match=r"power_from must be in \[0, 1\], got 1.5"):
         GuidanceConfig(power_from=1.5)
 
@@ -313,8 +315,10 @@ def test_the_posterior_power_acts_on_the_attributes_the_adp_reads_well():
     assert powered_targets(strict, targets, accuracy) == {"hair"}
     # an ADP that records no accuracy: no target under a line; every target without one
     assert powered_targets(gated, targets, None) == set()
-    assert powered_targets(GuidanceConfig(posterior_power=4.0), targets, None) == {
-        t.name for t in targets}
+    assert powered_targets(GuidanceConfig(posterior_power=4.0, power_min_accuracy=0.0),
+                           targets, None) == {t.name for t in targets}
+    # the default line lets hair and glasses, skin through, not smile
+    assert powered_targets(GuidanceConfig(), targets, accuracy) == {"hair", "glasses,skin"}
     with pytest.raises(UserError, match=r"power_min_accuracy must be in \[0, 1\], got 2"):
         GuidanceConfig(power_min_accuracy=2.0)
 
@@ -348,7 +352,7 @@ def test_commit_push_sends_ambiguous_samples_to_one_class_and_leaves_fitting_one
     # steps against
     h = jnp.ones((64, 2, 2, 3)).at[:, 0, 0, 0].set(first)
     keys = jax.random.split(jax.random.key(10), 64)
-    config = GuidanceConfig(temperature=1.0, push="commit")
+    config = GuidanceConfig(temperature=1.0, push="commit", posterior_power=1.0)
     new = h
     for _ in range(40):
         new, _, _ = guide_h(new, predict, targets, config, jnp.float32(0.5),
@@ -360,7 +364,8 @@ def test_commit_push_sends_ambiguous_samples_to_one_class_and_leaves_fitting_one
     # the posterior push instead leaves the ambiguous ones in between
     soft = h
     for _ in range(40):
-        soft, _, _ = guide_h(soft, predict, targets, GuidanceConfig(temperature=1.0),
+        soft, _, _ = guide_h(soft, predict, targets,
+                             GuidanceConfig(temperature=1.0, posterior_power=1.0),
                              jnp.float32(0.5))
     q = np.asarray(jax.nn.softmax(predict(soft)["hair"]))
     assert np.mean(np.abs(q[16:, 0] - 0.5) > 0.4) < 0.1

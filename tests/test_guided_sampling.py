@@ -18,7 +18,7 @@ from dg_jax.diffusion.samplers import sample_keys
 from dg_jax.diffusion.schedules import ScheduleConfig
 from dg_jax.generation import run as run_generation
 from dg_jax.guard import GuardConfig
-from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.distribution import LATER_FIELDS, GuidanceConfig
 from dg_jax.guidance.methods import DistributionGuidance
 from dg_jax.guidance.targets import parse_target
 from dg_jax.loading import load_classifier, save_unet
@@ -70,7 +70,9 @@ def test_the_posterior_power_takes_effect_from_its_fraction_of_the_loop_on(unet,
     targets = [parse_target("hair=0.3,0.7", {"hair": 2})]  # one-hot targets ignore the power
 
     def images(accuracy=None, **power):
-        guidance = GuidanceConfig(scale=50.0, temperature=1.0, schedule="constant", **power)
+        # unless a test names them, the values that give power 1 (the defaults would not)
+        guidance = GuidanceConfig(scale=50.0, temperature=1.0, schedule="constant",
+                                  **{**LATER_FIELDS, **power})
         sample = make_sampler(unet, MODEL_CONFIG, SAMPLER,
                               DistributionGuidance(adp, targets, guidance,
                                                    accuracy=accuracy)).jitted()
@@ -89,6 +91,11 @@ def test_the_posterior_power_takes_effect_from_its_fraction_of_the_loop_on(unet,
         images({"hair": 0.9}, posterior_power=4.0, power_min_accuracy=0.95), plain)
     np.testing.assert_array_equal(
         images({"hair": 0.9}, posterior_power=4.0, power_min_accuracy=0.85), everywhere)
+    # the defaults: the power in the last fifth of the loop (step 3 of 4) on a well-read
+    # attribute, none on an ADP that records no accuracy
+    defaults = {name: getattr(GuidanceConfig(), name) for name in LATER_FIELDS}
+    np.testing.assert_array_equal(images({"hair": 0.9}, **defaults), last_step)
+    np.testing.assert_array_equal(images(**defaults), plain)
 
 
 def test_guidance_changes_the_samples_through_h(runs):
