@@ -322,17 +322,16 @@ def main():
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="",
                                guard=GuardConfig(on_degenerate=a.on_degenerate),
                                guidance=GuidanceConfig(**guidance_later_fields))
+    if a.posterior_power == 1:
+        # Power 1 is no power: when and on what it would act changes nothing. Pinned, so that
+        # the rows are keyed as those measured before the power existed.
+        a.posterior_power_from = guidance_later_fields["power_from"]
+        a.posterior_power_min_accuracy = guidance_later_fields["power_min_accuracy"]
     guidance = GuidanceConfig(push=a.guidance_push, posterior_power=a.posterior_power,
                               power_from=a.posterior_power_from,
                               power_min_accuracy=a.posterior_power_min_accuracy)
     guided = dataclasses.replace(base, guidance=guidance, adp=a.adp)
-    variant = ([] if a.guidance_push == GuidanceConfig.push else [a.guidance_push]) + (
-        [] if a.posterior_power == GuidanceConfig.posterior_power
-        else [f"power-{a.posterior_power:g}"]) + (
-        [] if a.posterior_power_from == GuidanceConfig.power_from
-        else [f"from-{a.posterior_power_from:g}"]) + (
-        [] if a.posterior_power_min_accuracy == GuidanceConfig.power_min_accuracy
-        else [f"min-accuracy-{a.posterior_power_min_accuracy:g}"]) + (
+    variant = [name for name, _ in variant_settings(a)] + (
         [f"adp-{pathlib.Path(a.adp).name}"] if a.adp else [])
     images_dir = pathlib.Path(a.images_dir)
     record = RowRecord(images_dir / "rows.json")
@@ -373,6 +372,25 @@ def main():
           f"{len(results) - stops - meets} miss it")
 
 
+def variant_settings(a) -> list[tuple[str, str]]:
+    """(part of the section's name, flag) for each of the rows' guidance settings that is not
+    the library's default; power 1 leaves when and on what the power acts unnamed (it does
+    nothing)."""
+    settings = [(a.guidance_push, f"--guidance-push {a.guidance_push}",
+                 a.guidance_push != GuidanceConfig.push)]
+    settings.append((f"power-{a.posterior_power:g}", f"--posterior-power {a.posterior_power:g}",
+                     a.posterior_power != GuidanceConfig.posterior_power))
+    if a.posterior_power != 1:
+        settings += [
+            (f"from-{a.posterior_power_from:g}",
+             f"--posterior-power-from {a.posterior_power_from:g}",
+             a.posterior_power_from != GuidanceConfig.power_from),
+            (f"min-accuracy-{a.posterior_power_min_accuracy:g}",
+             f"--posterior-power-min-accuracy {a.posterior_power_min_accuracy:g}",
+             a.posterior_power_min_accuracy != GuidanceConfig.power_min_accuracy)]
+    return [(name, flag) for name, flag, differs in settings if differs]
+
+
 def publish(a, variant: list[str], planned: list, results: list[dict | None],
             unguided: dict) -> list[str]:
     """Writes the section of --doc: the table of the rows measured so far, the rows still to be
@@ -381,15 +399,7 @@ def publish(a, variant: list[str], planned: list, results: list[dict | None],
     made_by = (f"Made by `{PROGRAM} --num-images {a.num_images} --batch-size {a.batch_size} "
                f"--num-real {a.num_real} --num-unguided {a.num_unguided} --balance {a.balance}"
                + (f" --rows \"{a.rows}\"" if a.rows else "")
-               + (f" --guidance-push {a.guidance_push}" if a.guidance_push != GuidanceConfig.push
-                  else "")
-               + (f" --posterior-power {a.posterior_power:g}"
-                  if a.posterior_power != GuidanceConfig.posterior_power else "")
-               + (f" --posterior-power-from {a.posterior_power_from:g}"
-                  if a.posterior_power_from != GuidanceConfig.power_from else "")
-               + (f" --posterior-power-min-accuracy {a.posterior_power_min_accuracy:g}"
-                  if a.posterior_power_min_accuracy != GuidanceConfig.power_min_accuracy
-                  else "")
+               + "".join(f" {flag}" for _, flag in variant_settings(a))
                + (f" --on-degenerate {a.on_degenerate}"
                   if a.on_degenerate != GuardConfig.on_degenerate else "")
                + (f" --adp {a.adp}" if a.adp else "")

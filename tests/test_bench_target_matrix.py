@@ -12,7 +12,7 @@ from flax import nnx
 from bench import target_matrix
 from dg_jax import checkpoints, configs
 from dg_jax.generation import GenerateConfig
-from dg_jax.guidance.distribution import GuidanceConfig
+from dg_jax.guidance.distribution import LATER_FIELDS, GuidanceConfig
 from dg_jax.loading import load_adp
 from dg_jax.models.adp import ADP
 
@@ -65,6 +65,33 @@ def test_rows_are_reused_until_their_settings_or_adp_weights_change(tmp_path, mo
     assert len(record["rows"]) == 2  # one entry per (targets, balance): the last measured
 
 
+def test_power_1_is_keyed_and_named_as_no_power(tmp_path, monkeypatch):
+    """--posterior-power 1 does nothing whenever and on whatever it would act: its rows keep
+    the keys of rows measured before the power existed, and its section is named by it alone."""
+    keys = []
+
+    def fake_measure_row(out, config, num_real, unguided):
+        keys.append((target_matrix.record_key(config=config), key_without(
+            config, "posterior_power", "power_from", "power_min_accuracy")))
+        return {"targets": list(config.targets), "balance": config.balance, "stopped": "fake"}
+
+    monkeypatch.setattr(target_matrix, "measure_row", fake_measure_row)
+    monkeypatch.setattr(target_matrix, "unguided_reference", lambda *a, **k: UNGUIDED)
+    doc = tmp_path / "doc.md"
+    for i, flags in enumerate([["--posterior-power", "1"],
+                               ["--posterior-power", "1", "--posterior-power-from", "0.5"]]):
+        monkeypatch.setattr(sys, "argv", [
+            "target_matrix", "--out", str(tmp_path / f"runs{i}"), "--images-dir",
+            str(tmp_path / f"images{i}"), "--doc", str(doc), "--balance", "batch",
+            "--rows", "hair=uniform", *flags])
+        target_matrix.main()
+    # the key of the row as it was measured before the three fields existed, both times
+    assert keys[0] == keys[1] and keys[0][0] == keys[0][1]
+    text = doc.read_text()
+    assert "<!-- begin target-matrix-power-1 -->" in text and "from-" not in text
+    assert "--posterior-power 1 --out" in text and "--posterior-power-from" not in text
+
+
 def test_an_interrupted_bench_leaves_a_doc_of_the_rows_measured(tmp_path, monkeypatch):
     def measure_one_row_then_stop(out, config, num_real, unguided):
         if config.targets == ("glasses=uniform",):
@@ -96,16 +123,20 @@ def key_without(config, *fields: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def test_a_key_leaves_out_later_fields_at_their_defaults():
+def test_a_key_leaves_out_later_fields_at_their_pinned_values():
     # rows recorded before GuidanceConfig.posterior_power, power_from and power_min_accuracy
-    # existed keep their keys; another value of any is another row
-    default = GenerateConfig()
-    assert target_matrix.record_key(config=default) == key_without(
-        default, "posterior_power", "power_from", "power_min_accuracy")
-    config = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0))
+    # existed keep their keys; another value of any (the defaults among them) is another row
+    before = GenerateConfig(guidance=GuidanceConfig(**LATER_FIELDS))
+    assert target_matrix.record_key(config=before) == key_without(
+        before, "posterior_power", "power_from", "power_min_accuracy")
+    config = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.0,
+                                                    power_min_accuracy=0.0))
     assert target_matrix.record_key(config=config) == key_without(
         config, "power_from", "power_min_accuracy")
-    gated = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_min_accuracy=0.85))
+    assert target_matrix.record_key(config=GenerateConfig()) == key_without(GenerateConfig())
+    gated = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.0,
+                                                   power_min_accuracy=0.85))
     assert target_matrix.record_key(config=gated) != target_matrix.record_key(config=config)
-    late = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8))
+    late = GenerateConfig(guidance=GuidanceConfig(posterior_power=4.0, power_from=0.8,
+                                                  power_min_accuracy=0.0))
     assert target_matrix.record_key(config=late) != target_matrix.record_key(config=config)
