@@ -88,17 +88,30 @@ def to_recorded_dict(config, later_fields: Iterable[str] | Mapping[str, Any]) ->
     return d
 
 
-def with_pinned_fields(record: dict, later_fields: Mapping[str, Any]) -> dict:
-    """A recorded config dict with the `later_fields` it leaves out (`to_recorded_dict`) put
-    back at their pinned values, so that `from_dict` rebuilds what was recorded rather than
-    the current defaults of those fields."""
+def with_pinned_fields(record: dict, later_fields: Mapping[str, Any], cls) -> dict:
+    """A recorded `cls` config dict with the `later_fields` it leaves out (`to_recorded_dict`)
+    put back at their pinned values, so that `from_dict` rebuilds what was recorded rather than
+    the current defaults of those fields. Only where the dict holding such a field is a whole
+    record (every other field of its config is there): a hand-written partial config leaves
+    fields out to mean their defaults."""
     record = json.loads(json.dumps(record))
+    leaves = {}  # dotted owner ("" for the top) -> its later fields
+    for name in later_fields:
+        owner, _, leaf = name.rpartition(".")
+        leaves.setdefault(owner, set()).add(leaf)
     for name, before in later_fields.items():
         *parents, leaf = name.split(".")
-        owner = record
+        owner, kind = record, cls
         for parent in parents:
-            owner = owner.setdefault(parent, {})
-        owner.setdefault(leaf, to_dict(before) if dataclasses.is_dataclass(before) else before)
+            owner = owner.get(parent)
+            kind = _dataclass_in(typing.get_type_hints(kind)[parent])
+            if not isinstance(owner, dict) or kind is None:
+                break
+        else:
+            others = {f.name for f in dataclasses.fields(kind)} - leaves[".".join(parents)]
+            if others <= owner.keys():
+                owner.setdefault(leaf, to_dict(before) if dataclasses.is_dataclass(before)
+                                 else before)
     return record
 
 

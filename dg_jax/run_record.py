@@ -40,10 +40,11 @@ def recorded_config(path, given, defaults, keep: tuple[str, ...] = (), refuse_ch
     if not path.exists():
         raise UserError(f"no config file {path}")
     cls = type(given)
-    record = configs.with_pinned_fields(read_json(path), later_fields or {})
+    record = read_json(path)
     record.pop(configs.WEIGHTS_RECORD, None)
     ours = configs.to_dict(given)
     record.update({name: ours[name] for name in keep})
+    record = configs.with_pinned_fields(record, later_fields or {}, cls)
     try:
         base = configs.from_dict(cls, record)
     except (TypeError, ValueError) as e:

@@ -9,6 +9,7 @@ from helpers import TINY_CLASSIFIER, TINY_UNET, crash_at_shard
 
 from dg_jax import checkpoints
 from dg_jax.data import generated
+from dg_jax.guidance.distribution import GuidanceConfig
 from dg_jax.models.classifier import AttributeClassifier
 from dg_jax.models.unet import UNet
 from sample import generate as cli
@@ -120,3 +121,13 @@ def test_a_record_written_before_a_later_field_resumes_as_it_was_made(recorded, 
         assert (config.guidance.posterior_power, config.guidance.power_from,
                 config.guidance.power_min_accuracy) == (1.0, 0.0, 0.0)
     assert cli.main(["--out", str(out), "--resume", "--on-degenerate", "warn"]) == 0
+
+
+def test_a_hand_written_partial_config_keeps_todays_defaults(tmp_path):
+    """--config with a file that leaves fields out on purpose: they take today's defaults, the
+    later fields included (only a whole record is read as written before them)."""
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"num_images": 16, "guidance": {"scale": 5000.0}}))
+    config, _ = cli.parse_args(["--config", str(partial), "--out", str(tmp_path / "o")])
+    assert (config.num_images, config.guidance.scale) == (16, 5000.0)
+    assert config.guidance.posterior_power == GuidanceConfig().posterior_power
