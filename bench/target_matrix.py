@@ -4,14 +4,10 @@
     python -m bench.target_matrix --num-images 128 --rows "hair=0,1" --balance batch   # a probe
     python -m bench.target_matrix --guidance-push commit --out runs/target_matrix_commit \
         --images-dir docs/images/target_matrix_commit       # another push, its own doc section
-    python -m bench.target_matrix --posterior-power 4 --out runs/target_matrix_power4 \
-        --images-dir docs/images/target_matrix_power4       # another posterior power, likewise
-    python -m bench.target_matrix --posterior-power 4 --posterior-power-from 0.8 \
-        --out runs/target_matrix_power4_from0.8 \
-        --images-dir docs/images/target_matrix_power4_from0.8  # the power late only, likewise
-    python -m bench.target_matrix --posterior-power 4 --posterior-power-from 0.8 \
-        --posterior-power-min-accuracy 0.85 --out runs/target_matrix_power4_from0.8_acc0.85 \
-        --images-dir docs/images/target_matrix_power4_from0.8_acc0.85  # on well-read attributes
+    python -m bench.target_matrix --posterior-power 1 --out runs/target_matrix_power1 \
+        --images-dir docs/images/target_matrix_power1       # without the posterior power, likewise
+    python -m bench.target_matrix --posterior-power-from 0 --out runs/target_matrix_from0 \
+        --images-dir docs/images/target_matrix_from0        # the power throughout, likewise
     python -m bench.target_matrix --adp runs/adp_adv10_export --out runs/target_matrix_adv10 \
         --images-dir docs/images/target_matrix_adv10         # another ADP, its own doc section
 
