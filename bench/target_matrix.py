@@ -318,16 +318,9 @@ def main():
     base = dataclasses.replace(base_config(a.num_images, a.batch_size, ""), adp="",
                                guard=GuardConfig(on_degenerate=a.on_degenerate),
                                guidance=GuidanceConfig(**guidance_later_fields))
-    if a.posterior_power == 1:
-        # Power 1 is no power: when and on what it would act changes nothing. Pinned, so that
-        # the rows are keyed as those measured before the power existed.
-        a.posterior_power_from = guidance_later_fields["power_from"]
-        a.posterior_power_min_accuracy = guidance_later_fields["power_min_accuracy"]
-    guidance = GuidanceConfig(push=a.guidance_push, posterior_power=a.posterior_power,
-                              power_from=a.posterior_power_from,
-                              power_min_accuracy=a.posterior_power_min_accuracy)
+    guidance = rows_guidance(a)
     guided = dataclasses.replace(base, guidance=guidance, adp=a.adp)
-    variant = [name for name, _ in variant_settings(a)] + (
+    variant = [name for name, _ in variant_settings(guidance)] + (
         [f"adp-{pathlib.Path(a.adp).name}"] if a.adp else [])
     images_dir = pathlib.Path(a.images_dir)
     record = RowRecord(images_dir / "rows.json")
@@ -356,10 +349,10 @@ def main():
         record.keep_row(keys[i], results[i])
         print(json.dumps(results[i]), flush=True)
         # after every row, so that an interrupted run leaves a doc that matches rows.json
-        publish(a, variant, planned, results, unguided)
+        publish(a, guidance, variant, planned, results, unguided)
     # every row came from the record, but the reference did not (it was replaced since)
     unguided = unguided or kept_reference()
-    lines = publish(a, variant, planned, results, unguided)
+    lines = publish(a, guidance, variant, planned, results, unguided)
     out.mkdir(parents=True, exist_ok=True)  # absent when every row came from the record
     (out / "target_matrix.json").write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(lines))
@@ -368,34 +361,49 @@ def main():
           f"{len(results) - stops - meets} miss it")
 
 
-def variant_settings(a) -> list[tuple[str, str]]:
+def rows_guidance(a) -> GuidanceConfig:
+    """The rows' guidance from the flags. Power 1 is no power: when and on what it would act
+    changes nothing, so those two stay at their pinned values and the rows keep the keys of rows
+    measured before the power existed."""
+    no_power = a.posterior_power == 1
+    return GuidanceConfig(
+        push=a.guidance_push, posterior_power=a.posterior_power,
+        power_from=(guidance_later_fields["power_from"] if no_power
+                    else a.posterior_power_from),
+        power_min_accuracy=(guidance_later_fields["power_min_accuracy"] if no_power
+                            else a.posterior_power_min_accuracy))
+
+
+def variant_settings(guidance: GuidanceConfig) -> list[tuple[str, str]]:
     """(part of the section's name, flag) for each of the rows' guidance settings that is not
     the library's default; power 1 leaves when and on what the power acts unnamed (it does
     nothing)."""
-    settings = [(a.guidance_push, f"--guidance-push {a.guidance_push}",
-                 a.guidance_push != GuidanceConfig.push)]
-    settings.append((f"power-{a.posterior_power:g}", f"--posterior-power {a.posterior_power:g}",
-                     a.posterior_power != GuidanceConfig.posterior_power))
-    if a.posterior_power != 1:
+    default = GuidanceConfig()
+    settings = [(guidance.push, f"--guidance-push {guidance.push}",
+                 guidance.push != default.push)]
+    power = guidance.posterior_power
+    settings.append((f"power-{power:g}", f"--posterior-power {power:g}",
+                     power != default.posterior_power))
+    if power != 1:
         settings += [
-            (f"from-{a.posterior_power_from:g}",
-             f"--posterior-power-from {a.posterior_power_from:g}",
-             a.posterior_power_from != GuidanceConfig.power_from),
-            (f"min-accuracy-{a.posterior_power_min_accuracy:g}",
-             f"--posterior-power-min-accuracy {a.posterior_power_min_accuracy:g}",
-             a.posterior_power_min_accuracy != GuidanceConfig.power_min_accuracy)]
+            (f"from-{guidance.power_from:g}",
+             f"--posterior-power-from {guidance.power_from:g}",
+             guidance.power_from != default.power_from),
+            (f"min-accuracy-{guidance.power_min_accuracy:g}",
+             f"--posterior-power-min-accuracy {guidance.power_min_accuracy:g}",
+             guidance.power_min_accuracy != default.power_min_accuracy)]
     return [(name, flag) for name, flag, differs in settings if differs]
 
 
-def publish(a, variant: list[str], planned: list, results: list[dict | None],
-            unguided: dict) -> list[str]:
+def publish(a, guidance: GuidanceConfig, variant: list[str], planned: list,
+            results: list[dict | None], unguided: dict) -> list[str]:
     """Writes the section of --doc: the table of the rows measured so far, the rows still to be
     measured, the command and the grids. Returns the table's lines."""
     done = [r for r in results if r is not None]
     made_by = (f"Made by `{PROGRAM} --num-images {a.num_images} --batch-size {a.batch_size} "
                f"--num-real {a.num_real} --num-unguided {a.num_unguided} --balance {a.balance}"
                + (f" --rows \"{a.rows}\"" if a.rows else "")
-               + "".join(f" {flag}" for _, flag in variant_settings(a))
+               + "".join(f" {flag}" for _, flag in variant_settings(guidance))
                + (f" --on-degenerate {a.on_degenerate}"
                   if a.on_degenerate != GuardConfig.on_degenerate else "")
                + (f" --adp {a.adp}" if a.adp else "")
