@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.doc_sections import RESULTS_TITLE, write_section  # noqa: E402
-from bench.results import base_config, row_config  # noqa: E402
+from bench.results import SAMPLE_SCALE, base_config, row_config  # noqa: E402
 from dg_jax.generation import run  # noqa: E402
 from dg_jax.guidance.distribution import GuidanceConfig  # noqa: E402
 from dg_jax.training.fair_classifier import METRICS, FairClassifierConfig, train_fair_classifier  # noqa: E402
@@ -47,7 +47,8 @@ def generated_folder(out: pathlib.Path, method: str, balance: str, a) -> str:
     name = {"none": "unguided"}.get(method, f"{method}_{a.sensitive}")
     # bench/results.py's row configs, so that its runs' folders can be reused here
     config = row_config(base_config(a.num_generated, 64, a.adp), method, balance,
-                        (f"{a.sensitive}=uniform",), a.scale)
+                        (f"{a.sensitive}=uniform",),
+                        a.sample_scale if method == "sample" else a.scale)
     out = str(out / "generated" / name)
     run(dataclasses.replace(config, out=out))
     return out
@@ -88,7 +89,10 @@ def main():
     p.add_argument("--bias", type=float, default=FairClassifierConfig.bias)
     p.add_argument("--num-real", type=int, default=FairClassifierConfig.num_images)
     p.add_argument("--num-generated", type=int, default=2048)
-    p.add_argument("--scale", type=float, default=GuidanceConfig.scale, help="guidance scale")
+    p.add_argument("--scale", type=float, default=GuidanceConfig.scale,
+                   help="distribution guidance scale")
+    p.add_argument("--sample-scale", type=float, default=SAMPLE_SCALE,
+                   help="sample-level guidance scale (bench.results')")
     p.add_argument("--steps", type=int, default=FairClassifierConfig.steps)
     p.add_argument("--seeds", default="0,1,2")
     a = p.parse_args()
