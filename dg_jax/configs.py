@@ -95,12 +95,11 @@ def with_pinned_fields(record: dict, later_fields: Mapping[str, Any], cls) -> di
     record (every other field of its config is there): a hand-written partial config leaves
     fields out to mean their defaults."""
     record = json.loads(json.dumps(record))
-    leaves = {}  # dotted owner ("" for the top) -> its later fields
-    for name in later_fields:
-        owner, _, leaf = name.rpartition(".")
-        leaves.setdefault(owner, set()).add(leaf)
+    pinned_by_owner = {}  # the parents' names of later fields -> {field: its pinned value}
     for name, before in later_fields.items():
         *parents, leaf = name.split(".")
+        pinned_by_owner.setdefault(tuple(parents), {})[leaf] = before
+    for parents, pinned in pinned_by_owner.items():
         owner, kind = record, cls
         for parent in parents:
             owner = owner.get(parent)
@@ -108,10 +107,10 @@ def with_pinned_fields(record: dict, later_fields: Mapping[str, Any], cls) -> di
             if not isinstance(owner, dict) or kind is None:
                 break
         else:
-            others = {f.name for f in dataclasses.fields(kind)} - leaves[".".join(parents)]
-            if others <= owner.keys():
-                owner.setdefault(leaf, to_dict(before) if dataclasses.is_dataclass(before)
-                                 else before)
+            if {f.name for f in dataclasses.fields(kind)} - pinned.keys() <= owner.keys():
+                for leaf, before in pinned.items():
+                    owner.setdefault(leaf, to_dict(before) if dataclasses.is_dataclass(before)
+                                     else before)
     return record
 
 
